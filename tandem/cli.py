@@ -1,0 +1,149 @@
+"""The `tandem` command line: one entry point for every stage (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tandem.console import console, err_console, progress_bar
+from tandem.settings import SettingsError, get_settings
+
+app = typer.Typer(help="tandem: hybrid batch + streaming personalization.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+services_app = typer.Typer(help="Start, stop and inspect the local Redis, Kafka and MLflow.", no_args_is_help=True)
+data_app = typer.Typer(help="Produce datasets in tandem's event schema.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(data_app, name="data")
+
+ServiceNames = Annotated[
+    list[str] | None,
+    typer.Argument(help="Services to act on (redis, kafka, mlflow); all when omitted.", show_default=False),
+]
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _settings():
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+def _status_table(statuses) -> Table:
+    table = Table(title="tandem services")
+    for col in ("service", "state", "address", "pid", "detail"):
+        table.add_column(col)
+    colours = {"running": "green", "external": "green", "stopped": "yellow"}
+    for st in statuses:
+        colour = colours.get(st.state, "red")
+        table.add_row(st.name, f"[{colour}]{st.state}[/]", st.address, str(st.pid or ""), st.detail)
+    return table
+
+
+@services_app.command("up")
+def services_up(names: ServiceNames = None) -> None:
+    """Start the services (idempotent): each is health-checked before this returns."""
+    from tandem.services import ServiceError, services
+
+    settings = _settings()
+    try:
+        statuses = [svc.up(report=lambda msg: console.print(f"  {msg}")) for svc in services(settings, names)]
+    except ServiceError as exc:
+        fail(str(exc))
+    console.print(_status_table(statuses))
+
+
+@services_app.command("down")
+def services_down(names: ServiceNames = None) -> None:
+    """Stop the services tandem started; external ones are left alone."""
+    from tandem.services import ServiceError, services
+
+    settings = _settings()
+    try:
+        for svc in reversed(services(settings, names)):
+            svc.down(report=lambda msg: console.print(f"  {msg}"))
+    except ServiceError as exc:
+        fail(str(exc))
+
+
+@services_app.command("status")
+def services_status(names: ServiceNames = None) -> None:
+    """Show what runs where; exits non-zero if any service is not healthy."""
+    from tandem.services import ServiceError, services
+
+    settings = _settings()
+    try:
+        statuses = [svc.status() for svc in services(settings, names)]
+    except ServiceError as exc:
+        fail(str(exc))
+    console.print(_status_table(statuses))
+    if not all(st.healthy for st in statuses):
+        raise typer.Exit(1)
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Annotated[Path | None, typer.Option(help="Dataset directory to write (default: settings' data dir).")] = None,
+    size: Annotated[str, typer.Option(help="Preset size: demo, small, medium or large.")] = "demo",
+    events: Annotated[int | None, typer.Option(min=1, help="Override the number of events.")] = None,
+    users: Annotated[int | None, typer.Option(min=1, help="Override the number of users.")] = None,
+    items: Annotated[int | None, typer.Option(min=1, help="Override the number of items.")] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="Override the number of days covered.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same data).")] = None,
+) -> None:
+    """Generate a synthetic dataset: users with drifting taste, Zipf popularity, sessions and a purchase funnel."""
+    from dataclasses import replace
+
+    from pipelines.generate import SIZES, generate_dataset
+
+    settings = _settings()
+    if size not in SIZES:
+        fail(f"--size {size!r} is not one of {', '.join(SIZES)}")
+    config = SIZES[size]
+    overrides = {"n_events": events, "n_users": users, "n_items": items, "days": days,
+                 "seed": seed if seed is not None else settings.seed}
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    out = out or settings.data_dir
+    with progress_bar(f"generating {config.n_events:,} events", total=config.n_events) as update:
+        meta = generate_dataset(config, out, progress=update)
+    _print_dataset(out, meta)
+
+
+@data_app.command("movielens")
+def data_movielens(
+    path: Annotated[Path, typer.Option(help="Directory holding MovieLens ratings.csv and movies.csv.")],
+    out: Annotated[Path | None, typer.Option(help="Dataset directory to write (default: settings' data dir).")] = None,
+) -> None:
+    """Map a MovieLens directory (ratings.csv, movies.csv) onto tandem's event schema."""
+    from pipelines.dataset import DatasetError
+    from pipelines.movielens import convert_movielens
+
+    settings = _settings()
+    out = out or settings.data_dir
+    try:
+        with progress_bar(f"converting {path}") as update:
+            meta = convert_movielens(path, out, progress=update)
+    except DatasetError as exc:
+        fail(str(exc))
+    _print_dataset(out, meta)
+
+
+def _print_dataset(out: Path, meta: dict) -> None:
+    counts = meta.get("counts", {})
+    console.print(f"[green]wrote[/] {out}: {counts.get('events', '?'):,} events, {counts.get('users', '?'):,} users, "
+                  f"{counts.get('items', '?'):,} items, {meta.get('first_ts', '?')} → {meta.get('last_ts', '?')}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Where everything lives: paths, service addresses and defaults, read once from the environment.
+
+Every address can be pointed at a cluster through its environment variable; the
+defaults are the loopback services that `tandem services up` starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+
+
+class SettingsError(ValueError):
+    """A setting from the environment that tandem cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=lambda: Path(_env("TANDEM_HOME", str(PROJECT_ROOT / ".tandem"))))
+    redis_url: str = field(default_factory=lambda: _env("TANDEM_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    kafka_bootstrap: str = field(default_factory=lambda: _env("TANDEM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    kafka_controller_port: int = field(default_factory=lambda: _env_int("TANDEM_KAFKA_CONTROLLER_PORT", 9093))
+    kafka_partitions: int = field(default_factory=lambda: _env_int("TANDEM_KAFKA_PARTITIONS", 4))
+    mlflow_uri: str = field(default_factory=lambda: _env("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"))
+    spark_master: str = field(default_factory=lambda: _env("TANDEM_SPARK_MASTER", "local[*]"))
+    serve_host: str = field(default_factory=lambda: _env("TANDEM_SERVE_HOST", "127.0.0.1"))
+    serve_port: int = field(default_factory=lambda: _env_int("TANDEM_SERVE_PORT", 3000))
+    topic: str = field(default_factory=lambda: _env("TANDEM_TOPIC", "interactions"))
+    seed: int = field(default_factory=lambda: _env_int("TANDEM_SEED", 7))
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    @property
+    def data_dir(self) -> Path:
+        """The default dataset directory (commands take --data/--out to use another)."""
+        return Path(_env("TANDEM_DATA", str(self.home / "data")))
+
+    @property
+    def run_dir(self) -> Path:
+        """PID files and logs of the local services."""
+        return self.home / "run"
+
+    @property
+    def redis_host_port(self) -> tuple[str, int]:
+        parsed = urlparse(self.redis_url)
+        if parsed.scheme not in ("redis", "rediss"):
+            raise SettingsError(f"TANDEM_REDIS_URL={self.redis_url!r}: expected redis://host:port/db")
+        return parsed.hostname or "127.0.0.1", parsed.port or 6379
+
+    @property
+    def kafka_host_port(self) -> tuple[str, int]:
+        first = self.kafka_bootstrap.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        if not host or not port.isdigit():
+            raise SettingsError(f"TANDEM_KAFKA_BOOTSTRAP={self.kafka_bootstrap!r}: expected host:port[,host:port]")
+        return host, int(port)
+
+    @property
+    def mlflow_host_port(self) -> tuple[str, int]:
+        parsed = urlparse(self.mlflow_uri)
+        if parsed.scheme not in ("http", "https"):
+            raise SettingsError(f"MLFLOW_TRACKING_URI={self.mlflow_uri!r}: expected http://host:port")
+        return parsed.hostname or "127.0.0.1", parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def get_settings() -> Settings:
+    return Settings()
