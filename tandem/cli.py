@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 from rich.table import Table
 
 from tandem.console import console, err_console, progress_bar
-from tandem.settings import SettingsError, get_settings
+from tandem.settings import SettingsError, export_feast_environment, get_settings
 
 app = typer.Typer(help="tandem: hybrid batch + streaming personalization.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -31,7 +32,9 @@ def fail(message: str, code: int = 1) -> None:
 
 def _settings():
     try:
-        return get_settings()
+        settings = get_settings()
+        export_feast_environment(settings)
+        return settings
     except SettingsError as exc:
         fail(str(exc))
 
@@ -122,8 +125,9 @@ def data_movielens(
     out: Annotated[Path | None, typer.Option(help="Dataset directory to write (default: settings' data dir).")] = None,
 ) -> None:
     """Map a MovieLens directory (ratings.csv, movies.csv) onto tandem's event schema."""
-    from pipelines.dataset import DatasetError
     from pipelines.movielens import convert_movielens
+
+    from pipelines.dataset import DatasetError
 
     settings = _settings()
     out = out or settings.data_dir
@@ -133,6 +137,14 @@ def data_movielens(
     except DatasetError as exc:
         fail(str(exc))
     _print_dataset(out, meta)
+
+
+@app.command("env")
+def env() -> None:
+    """Print shell exports for the settings feature_repo/feature_store.yaml reads: eval "$(tandem env)"."""
+    settings = _settings()
+    for key, value in settings.feast_environment().items():
+        typer.echo(f"export {key}={shlex.quote(value)}")
 
 
 def _print_dataset(out: Path, meta: dict) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -57,7 +57,7 @@ MAX_ID_LENGTH = 128
 MAX_EVENT_BYTES = 16 * 1024
 RATING_RANGE = (0.0, 5.0)
 # events older than this or further in the future than MAX_FUTURE are rejected as absurd
-EARLIEST_TS = datetime(1995, 1, 1, tzinfo=timezone.utc)
+EARLIEST_TS = datetime(1995, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)
 
 
@@ -85,7 +85,7 @@ class Event:
 
 
 def format_ts(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _parse_ts(raw: Any) -> datetime:
@@ -100,7 +100,7 @@ def _parse_ts(raw: Any) -> datetime:
         raise EventError(f"ts: expected an ISO-8601 string, got {type(raw).__name__}")
     if ts.tzinfo is None:
         raise EventError(f"ts: {raw!r} has no timezone (expected UTC, e.g. 2026-01-31T12:00:00Z)")
-    return ts.astimezone(timezone.utc)
+    return ts.astimezone(UTC)
 
 
 def _check_id(name: str, raw: Any, required: bool) -> str | None:
@@ -148,9 +148,10 @@ def validate_event(raw: dict[str, Any], now: datetime | None = None) -> Event:
         if value is None or not lo <= value <= hi:
             raise EventError(f"value: a rating needs a value in [{lo}, {hi}], got {value!r}")
     ts = _parse_ts(raw["ts"])
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if ts < EARLIEST_TS or ts > now + MAX_FUTURE:
-        raise EventError(f"ts: {format_ts(ts)} is outside the accepted range [{format_ts(EARLIEST_TS)}, now + {MAX_FUTURE}]")
+        raise EventError(f"ts: {format_ts(ts)} is outside the accepted range "
+                         f"[{format_ts(EARLIEST_TS)}, now + {MAX_FUTURE}]")
     return Event(
         event_id=event_id,  # type: ignore[arg-type]
         user_id=user_id,  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ checks it but never starts or stops it, which is how a cluster replaces it.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -17,7 +18,6 @@ import sys
 import time
 import urllib.request
 import uuid
-import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,7 +303,8 @@ class KafkaService(LocalService):
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             result = subprocess.run(
                 ["java", "-cp", f"{self.libs}/*", f"-Dlog4j2.configurationFile={RESOURCES / 'kafka-log4j2.yaml'}",
-                 "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.kafka_home / "server.properties")],
+                 "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                 "-c", str(self.kafka_home / "server.properties")],
                 capture_output=True, text=True)
             if result.returncode != 0:
                 raise ServiceError(f"kafka: formatting the log directory failed:\n{result.stdout}\n{result.stderr}")

@@ -62,6 +62,23 @@ class Settings:
         return self.home / "run"
 
     @property
+    def offline_dir(self) -> Path:
+        """The offline store: feature tables as parquet, read by Spark and Feast."""
+        return Path(_env("TANDEM_OFFLINE_DIR", str(self.home / "offline")))
+
+    @property
+    def feast_redis(self) -> str:
+        """TANDEM_REDIS_URL in the `host:port,db=N` form Feast's Redis online store expects."""
+        host, port = self.redis_host_port
+        db = urlparse(self.redis_url).path.strip("/") or "0"
+        return f"{host}:{port},db={db}"
+
+    def feast_environment(self) -> dict[str, str]:
+        """Variables that feature_repo/feature_store.yaml reads as ${...} placeholders."""
+        return {"TANDEM_HOME": str(self.home), "TANDEM_FEAST_REDIS": self.feast_redis,
+                "TANDEM_OFFLINE_DIR": str(self.offline_dir), "TANDEM_SPARK_MASTER": self.spark_master}
+
+    @property
     def redis_host_port(self) -> tuple[str, int]:
         parsed = urlparse(self.redis_url)
         if parsed.scheme not in ("redis", "rediss"):
@@ -90,3 +107,9 @@ def is_loopback(host: str) -> bool:
 
 def get_settings() -> Settings:
     return Settings()
+
+
+def export_feast_environment(settings: Settings | None = None) -> None:
+    """Fill the feature_store.yaml placeholders in this process (values already set win)."""
+    for key, value in (settings or get_settings()).feast_environment().items():
+        os.environ.setdefault(key, value)

@@ -1,7 +1,7 @@
 """The event schema: what is accepted, and that every rejection names the problem."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -18,7 +18,7 @@ from tandem.schema import (
     validate_event,
 )
 
-NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def good(**overrides):
@@ -30,7 +30,7 @@ def good(**overrides):
 
 def test_valid_event_round_trips_through_json():
     event = validate_event(good(value=3.5, event_type="purchase"), now=NOW)
-    assert event.ts == datetime(2026, 10, 31, 12, tzinfo=timezone.utc)
+    assert event.ts == datetime(2026, 10, 31, 12, tzinfo=UTC)
     again = decode_event(event.to_json(), now=NOW)
     assert again == event
 
@@ -87,7 +87,7 @@ def test_events_table_has_the_canonical_schema():
 
 
 def test_conform_events_casts_and_names_missing_columns():
-    ts = pa.array([datetime(2026, 1, 1, tzinfo=timezone.utc)], type=pa.timestamp("ns", tz="UTC"))
+    ts = pa.array([datetime(2026, 1, 1, tzinfo=UTC)], type=pa.timestamp("ns", tz="UTC"))
     table = pa.table({"event_id": ["e"], "user_id": ["u"], "item_id": ["i"], "event_type": ["view"],
                       "value": pa.array([None], type=pa.float32()), "ts": ts, "session_id": ["s"], "extra": [1]})
     conformed = conform_events(table)

@@ -1,0 +1,45 @@
+"""Where feature values come from: Spark tables in the offline store, and push sources for the stream.
+
+Each push source carries a batch source over the same offline table, so what the
+stream pushes online is also what training reads offline (one definition, two paths).
+"""
+
+from feast import PushSource
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+from repo_paths import offline_table
+
+user_session_log = SparkSource(
+    name="user_session_log",
+    path=offline_table("user_session"),
+    file_format="parquet",
+    timestamp_field="event_timestamp",
+    description="Session features the stream processor computed, logged offline in micro-batches.",
+    owner="tandem",
+    tags={"path": "stream"},
+)
+
+user_session_push = PushSource(
+    name="user_session_push",
+    batch_source=user_session_log,
+    description="The stream processor pushes fresh per-user session features here.",
+    owner="tandem",
+    tags={"path": "stream"},
+)
+
+item_trending_log = SparkSource(
+    name="item_trending_log",
+    path=offline_table("item_trending"),
+    file_format="parquet",
+    timestamp_field="event_timestamp",
+    description="Short-window item trending counts the stream processor computed, logged offline.",
+    owner="tandem",
+    tags={"path": "stream"},
+)
+
+item_trending_push = PushSource(
+    name="item_trending_push",
+    batch_source=item_trending_log,
+    description="The stream processor pushes short-window item trending counts here.",
+    owner="tandem",
+    tags={"path": "stream"},
+)
