@@ -36,11 +36,24 @@ def _in_repo() -> Iterator[Path]:
         os.chdir(cwd)
 
 
-@cache
+def _forget_repo_modules() -> None:
+    """Drop feature_repo/'s modules from sys.modules: their sources bake in paths from settings at import."""
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve().is_relative_to(FEATURE_REPO):
+            del sys.modules[name]
+
+
 def repo_contents():
-    """Every Feast object defined in feature_repo/ (parsed once per process)."""
+    """Every Feast object defined in feature_repo/, as the current settings place them."""
+    return _repo_contents(os.environ.get("TANDEM_OFFLINE_DIR", ""), os.environ.get("TANDEM_HOME", ""))
+
+
+@cache
+def _repo_contents(_offline_dir: str, _home: str):
     from feast.repo_operations import parse_repo
 
+    _forget_repo_modules()
     with _in_repo() as repo:
         return parse_repo(repo)
 
@@ -101,6 +114,7 @@ def apply_repo(settings: Settings) -> str:
 
     export_feast_environment(settings)
     out = io.StringIO()
+    _forget_repo_modules()
     with _in_repo() as repo, contextlib.redirect_stdout(out):
         config = load_repo_config(repo, repo / "feature_store.yaml")
         apply_total(config, repo, skip_source_validation=False)

@@ -104,7 +104,7 @@ def build_training_set(store, as_of: datetime, dataset_dir: Path, *, days: int =
         then every feature of FeatureService `feature_service` (default "ranker_batch_v1") named
         "<feature_view>__<feature>", e.g. "user_features_v1__events_7d", "item_features_v1__category";
         a feature is null where the user or item had no snapshot yet at that time.
-      * df.attrs["feature_service"] names the service; df.attrs["window"] = (start, end).
+      * df.attrs["feature_service"] names the service; df.attrs["window"] = [start, end] as ISO strings.
     `store` is a feast.FeatureStore over feature_repo/ after `feast apply`; `earliest` is the first time
     features exist for (the first snapshot's cutoff), so no example is built before there is a snapshot.
     """
@@ -129,7 +129,7 @@ def build_training_set(store, as_of: datetime, dataset_dir: Path, *, days: int =
     df = df[[*KEY_COLUMNS, *sorted(feature_cols, key=_service_order(service))]]
     df = df.sort_values(["event_timestamp", "user_id", "item_id"]).reset_index(drop=True)
     df.attrs["feature_service"] = feature_service
-    df.attrs["window"] = (start, as_of)
+    df.attrs["window"] = [start.isoformat(), as_of.isoformat()]
     return df
 
 
