@@ -69,6 +69,14 @@ class ValidationFailed(RuntimeError):
         super().__init__("\n".join(r.describe() for r in reports if not r.success))
 
 
+def _condition_text(condition: Any) -> str:
+    """A row condition as a person reads it: event_type == 'rating'."""
+    if isinstance(condition, dict) and {"column", "operator", "parameter"} <= set(condition):
+        column = condition["column"].get("name") if isinstance(condition["column"], dict) else condition["column"]
+        return f"{column} {condition['operator']} {condition['parameter']!r}"
+    return str(condition)
+
+
 def _failure(result: Any) -> Failure:
     config = result.expectation_config
     kwargs = config.kwargs
@@ -86,7 +94,7 @@ def _failure(result: Any) -> Failure:
     if bounds:
         detail += "; expected " + ", ".join(f"{k}={v}" for k, v in bounds.items())
     if kwargs.get("row_condition"):
-        detail += f" where {kwargs['row_condition']}"
+        detail += f" where {_condition_text(kwargs['row_condition'])}"
     return Failure(expectation=config.type, column=column, unexpected_count=res.get("unexpected_count"),
                    element_count=res.get("element_count"), detail=detail)
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import great_expectations.expectations as gxe
 from great_expectations.expectations.expectation import Expectation
+from great_expectations.expectations.row_conditions import Column
 
 from tandem.schema import EARLIEST_TS, EVENT_FIELDS, EVENT_TYPES, MAX_FUTURE, RATING_RANGE
 
@@ -36,10 +37,9 @@ def raw_events_suite(now: datetime | None = None) -> list[Expectation]:
         gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
         gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=EARLIEST_TS, max_value=_latest_allowed(now)),
         gxe.ExpectColumnValuesToBeBetween(column="value", min_value=0.0),
-        gxe.ExpectColumnValuesToNotBeNull(column="value", row_condition='event_type=="rating"',
-                                          condition_parser="pandas"),
+        gxe.ExpectColumnValuesToNotBeNull(column="value", row_condition=Column("event_type") == "rating"),
         gxe.ExpectColumnValuesToBeBetween(column="value", min_value=lo, max_value=hi,
-                                          row_condition='event_type=="rating"', condition_parser="pandas"),
+                                          row_condition=Column("event_type") == "rating"),
         gxe.ExpectColumnValueLengthsToBeBetween(column="user_id", min_value=1, max_value=128),
         gxe.ExpectColumnValueLengthsToBeBetween(column="item_id", min_value=1, max_value=128),
     ]

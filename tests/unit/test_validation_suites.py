@@ -50,7 +50,8 @@ def test_planted_defects_are_each_named_with_their_row_count(validator):
     }
     text = str(ValidationFailed([report]))
     assert "expect_column_values_to_be_in_set(event_type) failed on 1 of 7 rows (e.g. 'like')" in text
-    assert "where event_type==\"rating\"" in text
+    assert ("failed on 1 of 2 rows (e.g. 7.0); expected min_value=0.0, max_value=5.0 "
+            "where event_type == 'rating'") in text
 
 
 def test_missing_columns_fail_the_schema_check(validator):
