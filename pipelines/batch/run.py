@@ -150,10 +150,12 @@ def step_features(ctx: BatchContext) -> str:
 
 def step_apply(ctx: BatchContext) -> str:
     """`feast apply` the feature repo (registers entities, sources, views and services)."""
-    output = feast_repo.apply_repo(ctx.settings)
+    feast_repo.apply_repo(ctx.settings)
     ctx.store = feast_repo.feature_store(ctx.settings)
-    changes = [line.strip() for line in output.splitlines() if line.strip().startswith(("Created", "Deleted"))]
-    return f"{len(changes)} change(s) to the registry" + (": " + "; ".join(changes[:6]) if changes else "")
+    views = sorted(fv.name for fv in ctx.store.list_feature_views())
+    services = sorted(fs.name for fs in ctx.store.list_feature_services())
+    return (f"registry {ctx.settings.feast_registry}: feature views {', '.join(views)}; "
+            f"feature services {', '.join(services)}")
 
 
 def first_snapshot_time(ctx: BatchContext) -> datetime | None:
