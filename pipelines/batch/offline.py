@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -110,3 +111,28 @@ def latest_rows(table_dir: Path, key: str):
     """pandas frame of each key's latest snapshot (what materialization should put online)."""
     df = read_partitions(table_dir).to_pandas()
     return df.sort_values("event_timestamp").groupby(key, as_index=False).tail(1).set_index(key).sort_index()
+
+
+def write_day(view_name: str, rows: pa.Table | Any, day: date, event_timestamp: datetime) -> Path:
+    """Write (replace) one day's partition of a view's offline table from pandas or Arrow rows.
+
+    For tables filled outside the Spark jobs, e.g. the candidate step's `user_candidates_v1`
+    (user_id, candidate_item_ids, candidate_scores, candidate_source). `event_timestamp` is
+    added if missing; columns are cast to the view's schema, and a missing one is named.
+    """
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False)
+    schema = arrow_schema(view_name)
+    if "event_timestamp" not in table.column_names:
+        table = table.append_column("event_timestamp", pa.array([event_timestamp] * table.num_rows, schema.field(
+            "event_timestamp").type))
+    missing = [n for n in schema.names if n not in table.column_names]
+    if missing:
+        raise ValueError(f"{view_name}: rows lack column(s) {', '.join(missing)}; expected {', '.join(schema.names)}")
+    table = table.select(schema.names).cast(schema)
+    table_dir = source_path(view_name)
+    stage = staging_dir(table_dir.parent) / table_dir.name / partition_name(day)
+    stage.mkdir(parents=True)
+    pq.write_table(table, stage / "part-0.parquet")
+    publish(stage.parent, table_dir)
+    shutil.rmtree(stage.parent.parent, ignore_errors=True)
+    return table_dir / partition_name(day)
