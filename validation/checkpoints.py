@@ -17,6 +17,8 @@ import pandas as pd
 from tandem.settings import Settings
 
 DATASOURCE = "tandem"
+# validation results kept per checkpoint; data docs rebuild over all of them on every run
+KEEP_RESULTS = 20
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,13 @@ class Validator:
         except KeyError:
             return asset.add_batch_definition_whole_dataframe(name)
 
+    def _prune_results(self, name: str) -> None:
+        results = Path(self.context.root_directory) / "uncommitted" / "validations" / name
+        if results.is_dir():
+            files = sorted(results.rglob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in files[KEEP_RESULTS:]:
+                old.unlink(missing_ok=True)
+
     def run(self, name: str, df: pd.DataFrame, expectations: list) -> ValidationReport:
         """Run checkpoint `name` (suite, validation definition and checkpoint of that name) on a frame."""
         gx = self._gx
@@ -135,6 +144,7 @@ class Validator:
             name=name, validation_definitions=[definition],
             actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}))
+        self._prune_results(name)
         result = checkpoint.run(batch_parameters={"dataframe": df})
         report = ValidationReport(name=name, rows=len(df), evaluated=0, docs=self.docs)
         for run_result in result.run_results.values():

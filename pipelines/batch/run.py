@@ -130,7 +130,8 @@ def step_features(ctx: BatchContext) -> str:
     if not ctx.days:
         return "nothing to compute"
     raw = ctx.raw
-    events = raw.events.where(F.col("ts") < F.lit(ctx.as_of))
+    # every job below reads the same events; keep them in memory once
+    events = raw.events.where(F.col("ts") < F.lit(ctx.as_of)).cache()
     frames = {"user_features_v1": user_features(ctx.spark, events, raw.items, raw.users, ctx.days, ctx.as_of),
               "item_features_v1": item_features(ctx.spark, events, raw.items, ctx.days, ctx.as_of)}
     stage = offline.staging_dir(ctx.settings.offline_dir)
@@ -144,6 +145,7 @@ def step_features(ctx: BatchContext) -> str:
         for view, table in staged.items():
             ctx.published[view] = offline.publish(table, feast_repo.source_path(view))
     finally:
+        events.unpersist()
         shutil.rmtree(stage, ignore_errors=True)
     return ", ".join(f"{view}: {len(days)} day(s) published" for view, days in ctx.published.items())
 

@@ -60,10 +60,31 @@ def read_raw(spark: SparkSession, dataset_dir: Path) -> RawData:
               .select(*EVENT_FIELDS))
     items = spark.read.parquet(str(dataset_dir / "items.parquet")).select(*ITEM_SCHEMA.names)
     users = spark.read.parquet(str(dataset_dir / "users.parquet")).select(*USER_SCHEMA.names)
-    span = events.agg(F.min("ts").alias("first"), F.max("ts").alias("last")).first()
-    if span is None or span["first"] is None:
+    span = _ts_span_from_footers(dataset_dir)
+    if span is None:
+        row = events.agg(F.min("ts").alias("first"), F.max("ts").alias("last")).first()
+        span = (row["first"], row["last"]) if row is not None and row["first"] is not None else None
+    if span is None:
         raise BatchError(f"{dataset_dir / 'events'} holds no events")
-    return RawData(events, items, users, span["first"].astimezone(UTC), span["last"].astimezone(UTC))
+    return RawData(events, items, users, span[0].astimezone(UTC), span[1].astimezone(UTC))
+
+
+def _ts_span_from_footers(dataset_dir: Path) -> tuple[datetime, datetime] | None:
+    """First and last event time from the parquet footers' statistics (no scan); None if any file lacks them."""
+    lo = hi = None
+    for path in event_partitions(dataset_dir).values():
+        for file in path.glob("*.parquet"):
+            meta = pq.ParquetFile(file).metadata
+            if meta.num_rows == 0:
+                continue
+            column = meta.schema.names.index("ts") if "ts" in meta.schema.names else None
+            for g in range(meta.num_row_groups):
+                stats = meta.row_group(g).column(column).statistics if column is not None else None
+                if stats is None or not stats.has_min_max or not isinstance(stats.min, datetime):
+                    return None
+                lo = stats.min if lo is None else min(lo, stats.min)
+                hi = stats.max if hi is None else max(hi, stats.max)
+    return (lo, hi) if lo is not None else None
 
 
 def read_event_batch(dataset_dir: Path, days: list[date]) -> pa.Table:

@@ -14,8 +14,8 @@ from tandem.settings import Settings, export_feast_environment
 
 # small defaults suit one machine; a cluster master gets Spark's own defaults for the rest
 LOCAL_CONF = {
-    "spark.sql.shuffle.partitions": "8",
-    "spark.default.parallelism": "4",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.default.parallelism": "2",
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",

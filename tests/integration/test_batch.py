@@ -44,7 +44,7 @@ def batch(settings, tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
     now = datetime.now(UTC).replace(microsecond=0)
     dataset = root / "dataset"
-    write_dataset(dataset, end=now)
+    write_dataset(dataset, end=now, days=8, n_sessions=250)
     # a user whose burst of activity comes after one of their positives: the point-in-time probe
     day_x = (now - timedelta(days=3)).date()
     noon = datetime.combine(day_x, datetime.min.time(), UTC) + timedelta(hours=12)
