@@ -1,0 +1,182 @@
+"""Online-store and registry state for the serving tests, set up the way the batch, stream and models branches will.
+
+Stand-ins until those land in main (then these switch to their real functions):
+* `contract_views` defines the batch feature views serving reads (user/item features, precomputed
+  candidates, co-visitation) → replace with feature_repo/features/ from the batch branch.
+* `push_session` pushes user_session_v1 rows through Feast's push source as the stream processor
+  will → replace with the stream processor consuming POST /feedback events.
+* `register_ranker` trains a small XGBoost model and moves the `champion` alias → models/registry.py.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from serving.features import MATERIALIZATION_KEY
+from tandem.settings import PROJECT_ROOT, Settings, export_feast_environment
+
+CATEGORIES = ("cat_a", "cat_b", "cat_c", "cat_d")
+N_ITEMS = 200
+N_USERS = 60
+
+
+def item_id(i: int) -> str:
+    return f"i{i:04d}"
+
+
+def category_of(item: str) -> str:
+    return CATEGORIES[int(item[1:]) % len(CATEGORIES)]
+
+
+def items_in(category: str) -> list[str]:
+    return [item_id(i) for i in range(N_ITEMS) if category_of(item_id(i)) == category]
+
+
+def user_id(u: int) -> str:
+    return f"u{u:04d}"
+
+
+def taste_of(user: str) -> str:
+    return CATEGORIES[int(user[1:]) % 2]  # users like cat_a or cat_b; cat_c/cat_d are "new" to everyone
+
+
+def feature_store(settings: Settings):
+    from feast import FeatureStore
+
+    export_feast_environment(settings)
+    repo = PROJECT_ROOT / "feature_repo"
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    return FeatureStore(repo_path=str(repo))
+
+
+def contract_views(settings: Settings) -> list:
+    """The batch views serving reads, as the batch branch will define them (names in serving/features.py)."""
+    import entities
+    from feast import FeatureView, Field
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+    from feast.types import Array, Float64, Int64, String
+
+    def source(name: str) -> SparkSource:
+        return SparkSource(name=f"{name}_source", path=str(settings.offline_dir / name), file_format="parquet",
+                           timestamp_field="event_timestamp")
+
+    def view(name, entity, schema):
+        return FeatureView(name=name, entities=[entity], ttl=timedelta(days=30), schema=schema, online=True,
+                           source=source(name), owner="tandem-tests", tags={"path": "batch"})
+
+    return [
+        view("user_features_v1", entities.user, [Field(name="clicks_30d", dtype=Int64),
+                                                  Field(name="purchases_30d", dtype=Int64)]),
+        view("item_features_v1", entities.item, [Field(name="category", dtype=String),
+                                                  Field(name="price", dtype=Float64),
+                                                  Field(name="popularity", dtype=Float64)]),
+        view("user_candidates_v1", entities.user, [Field(name="item_ids", dtype=Array(String))]),
+        view("item_covisit_v1", entities.item, [Field(name="item_ids", dtype=Array(String))]),
+    ]
+
+
+def apply_and_write(settings: Settings, ts: datetime | None = None) -> None:
+    """feast apply the repo's objects plus the batch views, write batch rows online, and mark the materialization."""
+    import redis
+    from feast.data_source import PushMode
+
+    store = feature_store(settings)  # puts feature_repo/ on sys.path for its flat imports
+    import data_sources as ds
+    import entities
+    from features import stream_features
+
+    views = contract_views(settings)
+    store.apply([entities.user, entities.item, ds.user_session_push, ds.item_trending_push,
+                 stream_features.user_session_v1, stream_features.item_trending_v1, *views])
+    ts = ts or datetime.now(UTC) - timedelta(hours=1)
+    items = [item_id(i) for i in range(N_ITEMS)]
+    users = [user_id(u) for u in range(N_USERS)]
+    rng = np.random.default_rng(0)
+    frames = {
+        "item_features_v1": pd.DataFrame({
+            "item_id": items, "category": [category_of(i) for i in items],
+            "price": rng.uniform(1, 100, N_ITEMS), "popularity": [float(N_ITEMS - int(i[1:])) for i in items]}),
+        "item_covisit_v1": pd.DataFrame({
+            "item_id": items,
+            "item_ids": [[x for x in items_in(category_of(i)) if x != i][:10] for i in items]}),
+        "user_features_v1": pd.DataFrame({
+            "user_id": users, "clicks_30d": rng.integers(0, 50, N_USERS),
+            "purchases_30d": rng.integers(0, 5, N_USERS)}),
+        "user_candidates_v1": pd.DataFrame({
+            "user_id": users, "item_ids": [items_in(taste_of(u))[:40] for u in users]}),
+    }
+    for name, df in frames.items():
+        df["event_timestamp"] = pd.Timestamp(ts)
+        store.write_to_online_store(name, df)
+    trending = pd.DataFrame({"item_id": items[:20], "events_1h": 5, "clicks_1h": 2,
+                             "trend_score": np.linspace(2.0, 0.1, 20), "event_timestamp": pd.Timestamp(ts)})
+    store.push("item_trending_push", trending, to=PushMode.ONLINE)
+    redis.Redis.from_url(settings.redis_url).set(MATERIALIZATION_KEY, uuid.uuid4().hex)
+
+
+def push_session(settings: Settings, user: str, clicked: list[str], ts: datetime | None = None) -> None:
+    """What the stream processor pushes after `clicked` (newest first) in one session."""
+    from feast.data_source import PushMode
+
+    ts = ts or datetime.now(UTC)
+    row = pd.DataFrame({
+        "user_id": [user], "session_events": [len(clicked)], "session_clicks": [len(clicked)],
+        "last_item_ids": [clicked], "last_category": [category_of(clicked[0])],
+        "last_event_epoch": [ts.timestamp()], "events_1h": [len(clicked)], "clicks_1h": [len(clicked)],
+        "event_timestamp": [pd.Timestamp(ts).as_unit("us")]})
+    feature_store(settings).push("user_session_push", row, to=PushMode.ONLINE)
+
+
+BATCH_FEATURES = ["user_features_v1__clicks_30d", "item_features_v1__popularity", "item_features_v1__price"]
+ONLINE_FEATURES = ["request__item_in_last_category", "request__item_covisited_with_session",
+                   "user_session_v1__session_clicks", "item_trending_v1__trend_score", "item_features_v1__popularity"]
+
+
+def train_ranker(features: list[str], seed: int = 0, n: int = 400):
+    """A small real XGBoost classifier: popularity helps; being in the session's category helps a lot."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame({name: rng.uniform(0, 1, n) for name in features})
+    if "request__item_in_last_category" in x:
+        x["request__item_in_last_category"] = rng.integers(0, 2, n).astype(float)
+    logit = 2 * x.get("item_features_v1__popularity", 0) + 4 * x.get("request__item_in_last_category", 0) - 2
+    y = (rng.uniform(0, 1, n) < 1 / (1 + np.exp(-logit))).astype(int)
+    if "item_features_v1__popularity" in x:
+        x["item_features_v1__popularity"] *= N_ITEMS
+    model = xgb.XGBClassifier(n_estimators=20, max_depth=3, learning_rate=0.3, random_state=seed)
+    model.fit(x, y)
+    return model
+
+
+def register_ranker(settings: Settings, name: str, features: list[str], seed: int = 0) -> str:
+    """Log and register a new version of `name` and point its `champion` alias at it; returns the version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    mlflow.set_experiment("tandem-serving-tests")
+    model = train_ranker(features, seed)
+    with mlflow.start_run():
+        info = mlflow.xgboost.log_model(model, name="model", registered_model_name=name,
+                                        input_example=pd.DataFrame([np.zeros(len(features))], columns=features))
+    client = MlflowClient(settings.mlflow_uri)
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, "champion", version)
+    return version
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
