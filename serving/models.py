@@ -45,6 +45,9 @@ def as_ranker(name: str, version: str, model: Any) -> Ranker:
 
     if isinstance(model, xgb.Booster):
         names = tuple(model.feature_names or ())
+        # one thread per prediction: ~100 rows gain nothing from OpenMP, and its thread wake-ups cost
+        # tens of ms on a busy 2-core box; request-level concurrency comes from the server's threads
+        model.set_param({"nthread": 1})
         # inplace_predict skips DMatrix construction: the cheapest path for ~100 rows
         return Ranker(name, version, names, lambda x: model.inplace_predict(x, validate_features=False))
     if isinstance(model, xgb.XGBModel):

@@ -15,6 +15,7 @@ from typing import Any
 
 import bentoml
 import numpy as np
+from prometheus_client import Counter
 from starlette.responses import JSONResponse
 
 from serving.features import ItemSnapshot, OnlineFeatures, OnlineStoreUnavailable, UserRecord
@@ -53,9 +54,9 @@ API_PATHS = {"/recommend": MAX_BODY_BYTES, "/feedback": MAX_EVENT_BYTES}
 OPEN_PATHS = ("/healthz", "/livez", "/readyz")
 POPULAR_SIZE = 200
 
-recommendations_total = bentoml.metrics.Counter(
-    name="tandem_recommendations_total", documentation="Answers of /recommend by A/B variant and degradation.",
-    labelnames=["variant", "degraded"])
+# BentoML runs prometheus_client in multiprocess mode and exports this on /metrics with its own metrics
+recommendations_total = Counter("tandem_recommendations_total", "Answers of /recommend by A/B variant and degradation.",
+                                ["variant", "degraded"])
 
 
 class RequestGuard:
