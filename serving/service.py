@@ -50,8 +50,9 @@ decisions = logging.getLogger("tandem.serving.decisions")
 
 SETTINGS = get_settings()
 API_PATHS = {"/recommend": MAX_BODY_BYTES, "/feedback": MAX_EVENT_BYTES}
-# probes stay open for orchestrators; everything else needs the key when TANDEM_API_KEY is set
-OPEN_PATHS = ("/healthz", "/livez", "/readyz")
+# probes and the API docs stay open; /recommend, /feedback and /metrics need the key when TANDEM_API_KEY is set
+OPEN_PATHS = ("/healthz", "/livez", "/readyz", "/static_content/")
+OPEN_DOCS = ("/", "/docs", "/docs.json")
 POPULAR_SIZE = 200
 
 # BentoML runs prometheus_client in multiprocess mode and exports this on /metrics with its own metrics
@@ -71,7 +72,9 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         path = scope["path"]
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-        if self.api_key and not path.startswith(OPEN_PATHS) and not self._authorized(headers):
+        if path == "/docs":  # DESIGN.md §3 promises the docs at /docs; BentoML's Swagger UI lives at /
+            return await _redirect(send, "/")
+        if self.api_key and not (path in OPEN_DOCS or path.startswith(OPEN_PATHS)) and not self._authorized(headers):
             return await _reject(send, 401, "missing or wrong API key: send it as the X-API-Key header "
                                             "(or Authorization: Bearer <key>)")
         limit = API_PATHS.get(path)
@@ -151,6 +154,12 @@ def _describe(detail: dict) -> str:
     if detail.get("type") == "extra_forbidden":
         msg = "unknown field (not accepted; see the API docs at /docs)"
     return f"{loc}: {msg}"
+
+
+async def _redirect(send: Any, location: str) -> None:
+    await send({"type": "http.response.start", "status": 307,
+                "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _reject(send: Any, status: int, message: str) -> None:

@@ -60,6 +60,9 @@ def test_guard_checks_the_api_key_but_leaves_probes_open():
     assert _call(guard, headers=[("x-api-key", "s3cret")]) == (200, b"{}")
     assert _call(guard, headers=[("authorization", "Bearer s3cret")]) == (200, b"{}")
     assert _call(guard, path="/readyz")[0] == 200
+    assert _call(guard, path="/docs.json")[0] == 200
+    assert _call(guard, path="/metrics")[0] == 401
+    assert _call(guard, path="/docs")[0] == 307
     assert _call(RequestGuard(_echo_app))[0] == 200  # no key configured: open
 
 
