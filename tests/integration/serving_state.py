@@ -98,6 +98,8 @@ def apply_and_write(settings: Settings, ts: datetime | None = None) -> None:
     ts = ts or datetime.now(UTC) - timedelta(hours=1)
     items = [item_id(i) for i in range(N_ITEMS)]
     users = [user_id(u) for u in range(N_USERS)]
+    _forget(settings, store.project, "user_id", users)  # sessions of earlier runs would leak into this one
+    _forget(settings, store.project, "item_id", items)
     rng = np.random.default_rng(0)
     frames = {
         "item_features_v1": pd.DataFrame({
@@ -119,6 +121,16 @@ def apply_and_write(settings: Settings, ts: datetime | None = None) -> None:
                              "trend_score": np.linspace(2.0, 0.1, 20), "event_timestamp": pd.Timestamp(ts)})
     store.push("item_trending_push", trending, to=PushMode.ONLINE)
     redis.Redis.from_url(settings.redis_url).set(MATERIALIZATION_KEY, uuid.uuid4().hex)
+
+
+def _forget(settings: Settings, project: str, join_key: str, ids: list[str]) -> None:
+    import redis
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    keys = [_redis_key(project, EntityKey(join_keys=[join_key], entity_values=[Value(string_val=i)])) for i in ids]
+    redis.Redis.from_url(settings.redis_url).delete(*keys)
 
 
 def push_session(settings: Settings, user: str, clicked: list[str], ts: datetime | None = None) -> None:
