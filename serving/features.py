@@ -3,9 +3,10 @@
 * User features (every user-keyed feature view: batch profile, stream session, precomputed
   candidates) are read fresh on every request: one HMGET on the user's Feast hash.
 * Item features change only when the batch path materializes, so the whole catalog is cached
-  in-process and reloaded when the materialization marker (`MATERIALIZATION_KEY`) changes, or
-  every `ITEM_CACHE_TTL_S` as a backstop. Trending scores (pushed by the stream) are re-read
-  in the background every `TRENDING_REFRESH_S`.
+  in-process and reloaded when materialization happens: the Feast registry file changes (Feast
+  records each materialization there), or the marker key `MATERIALIZATION_KEY` changes (for
+  registries that are not local files), or every `ITEM_CACHE_TTL_S` as a backstop. Trending
+  scores (written by the stream) are re-read in the background every `TRENDING_REFRESH_S`.
 * Redis unreachable: requests answer from the last item snapshot (also kept on disk, so a
   restart during an outage still serves) and a bounded cache of recently served users; a
   short circuit breaker keeps the outage from adding a timeout to every request.
@@ -51,11 +52,13 @@ class Contract:
 
     user_key: str = "user_id"
     item_key: str = "item_id"
-    candidates: tuple[str, str] = ("user_candidates_v1", "item_ids")  # batch: each user's precomputed list
+    candidates: tuple[str, str] = ("user_candidates_v1", "candidate_item_ids")  # batch: precomputed, best first
     session_items: tuple[str, str] = ("user_session_v1", "last_item_ids")  # stream: newest first
     session_category: tuple[str, str] = ("user_session_v1", "last_category")
     item_category: tuple[str, str] = ("item_features_v1", "category")  # batch item features
-    covisit: tuple[str, str] = ("item_covisit_v1", "item_ids")  # batch: items co-visited with this one
+    # items co-visited with this one: not yet produced by the batch branch; absent, session candidates
+    # come from the session category's popular items instead
+    covisit: tuple[str, str] = ("item_covisit_v1", "item_ids")
     trending_view: str = "item_trending_v1"  # stream: refreshed every TRENDING_REFRESH_S
     trend_score: str = "trend_score"
 
@@ -181,6 +184,8 @@ class OnlineFeatures:
         self._users_lock = threading.Lock()
         self._down_until = 0.0
         self._marker: bytes | None = None
+        self._registry_path: Path | None = None
+        self._registry_mtime: float | None = None
         self._items_loaded_at = 0.0
         self._trending_at = 0.0
         self._stop = threading.Event()
@@ -201,6 +206,9 @@ class OnlineFeatures:
 
         export_feast_environment(self.settings)
         store = FeatureStore(repo_path=str(self.settings.feature_repo))
+        registry = Path(str(store.config.registry.path))
+        self._registry_path = registry if registry.is_absolute() else self.settings.feature_repo / registry
+        self._registry_mtime = self._registry_stamp()
         views = [ViewSchema(fv.name, fv.entity_columns[0].name if fv.entity_columns else "",
                             tuple(f.name for f in fv.features)) for fv in store.list_feature_views()]
         c = self.contract
@@ -211,6 +219,12 @@ class OnlineFeatures:
         self._user_layout = self._hash_fields(self.user_views)
         log.info("online schema: user views %s, item views %s", [v.name for v in self.user_views],
                  [v.name for v in self.item_views])
+
+    def _registry_stamp(self) -> float | None:
+        try:
+            return self._registry_path.stat().st_mtime if self._registry_path else None
+        except OSError:
+            return None
 
     @staticmethod
     def _hash_fields(views: list[ViewSchema]) -> tuple[list[bytes], list[str]]:
@@ -416,7 +430,9 @@ class OnlineFeatures:
             try:
                 marker = self._call(lambda: self.redis.get(MATERIALIZATION_KEY))
                 stale = time.monotonic() - self._items_loaded_at > ITEM_CACHE_TTL_S
-                if marker != self._marker or stale or self.items.source != "redis":
+                # `feast materialize` and `feast apply` rewrite the registry: a file registry's mtime says so
+                registry_moved = self._registry_stamp() != self._registry_mtime
+                if marker != self._marker or registry_moved or stale or self.items.source != "redis":
                     self.load_schema()  # a materialization may come with newly applied views
                     self.reload_items()
                 elif time.monotonic() - self._trending_at >= TRENDING_REFRESH_S:

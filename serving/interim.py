@@ -1,43 +1,58 @@
 """Stand-ins for the functions other branches own, kept in this one place until they land in main.
 
-Each function here has the signature serving codes against; when the owning module lands,
-the import in serving/ switches to it and the stand-in is deleted:
+Each has the signature of the function that replaces it (read from those branches), so wiring
+the real one is an import change in serving/ and deleting the stand-in here:
 
-* `load_champion`       → models/registry.py (load the `champion` alias of a registered model)
-* `blend_scores`        → models/blend.py (the pure blending function)
-* `produce_interaction` → the stream branch's shared producer for the `interactions` topic
+* `champion_version`, `load_version`, `LoadedModel` → models/registry.py
+* `blend_scores`, `sigmoid`                           → models/blend.py
+* `EventProducer`                                     → pipelines/stream/producer.py (stream branch)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tandem.schema import Event
+from tandem.settings import Settings
 
 CHAMPION_ALIAS = "champion"
 
 
-def load_champion(name: str, tracking_uri: str, alias: str = CHAMPION_ALIAS) -> tuple[Any, str] | None:
-    """Load the model the alias points at, as its native flavour (XGBoost, sklearn) or pyfunc; None if unset.
+@dataclass
+class LoadedModel:
+    """A registered model version loaded from MLflow: the object to score with and where it came from."""
 
-    Returns (model, version). Native flavours keep per-request scoring cheap: no DataFrame round trip.
-    """
-    import mlflow
+    name: str
+    version: str
+    run_id: str
+    model: Any
+    feature_columns: list[str] = field(default_factory=list)
+
+
+def champion_version(model_name: str, tracking_uri: str) -> str | None:
+    """The version the `champion` alias points at, or None if the model or the alias does not exist yet."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri)
     try:
-        mv = client.get_model_version_by_alias(name, alias)
+        return str(MlflowClient(tracking_uri).get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+def load_version(model_name: str, version: str, tracking_uri: str) -> LoadedModel:
+    """Load one registered version in its native flavour (XGBoost or scikit-learn), else as a pyfunc."""
+    import mlflow
+    from mlflow import MlflowClient
+
     mlflow.set_tracking_uri(tracking_uri)
-    # load the version the alias pointed at when asked, so (model, version) always agree
-    uri = f"models:/{name}/{mv.version}"
+    mv = MlflowClient(tracking_uri).get_model_version(model_name, version)
+    uri = f"models:/{model_name}/{version}"
     flavors = mlflow.models.get_model_info(uri).flavors
     if "xgboost" in flavors:
         model = mlflow.xgboost.load_model(uri)
@@ -45,16 +60,38 @@ def load_champion(name: str, tracking_uri: str, alias: str = CHAMPION_ALIAS) -> 
         model = mlflow.sklearn.load_model(uri)
     else:
         model = mlflow.pyfunc.load_model(uri)
-    return model, str(mv.version)
+    return LoadedModel(model_name, str(version), mv.run_id, model)
 
 
-def blend_scores(batch: np.ndarray, online: np.ndarray | None, online_weight: float) -> np.ndarray:
-    """(1 - w) · batch + w · online; the batch score alone when there is no online score."""
-    if online is None or online_weight <= 0.0:
-        return batch
+def blend_scores(batch_scores: np.ndarray, online_scores: np.ndarray | None, online_weight: float) -> np.ndarray:
+    """(1 - w) · batch + w · online in log-odds; the batch score where there is no online score."""
+    batch = np.asarray(batch_scores, dtype=float)
+    if online_scores is None:
+        return batch.copy()
+    online = np.where(np.isnan(online_scores), batch, online_scores)
     return (1.0 - online_weight) * batch + online_weight * online
 
 
-def produce_interaction(producer: Any, topic: str, event: Event) -> Any:
-    """Send one validated event to the interactions topic, keyed by user id; returns the send future."""
-    return producer.send(topic, key=event.user_id.encode(), value=event.to_json())
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Log-odds to probability (the API reports each model's score as a probability)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=float)))
+
+
+class EventProducer:
+    """A Kafka producer of schema events to the interactions topic, keyed by user id."""
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        from kafka import KafkaProducer
+
+        config: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap, "acks": "all",
+                                  "enable_idempotence": True, "linger_ms": 5}
+        config.update(overrides)
+        self.topic = settings.topic
+        self._producer = KafkaProducer(**config)
+
+    def send(self, event: Event) -> Any:
+        """Queue one event (returns kafka-python's future)."""
+        return self._producer.send(self.topic, key=event.user_id.encode(), value=event.to_json())
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.interim import CHAMPION_ALIAS, load_champion
+from serving.interim import LoadedModel, champion_version, load_version
 from tandem.settings import Settings
 
 log = logging.getLogger("tandem.serving.models")
@@ -27,7 +27,7 @@ ONLINE_MODEL = "online-ranker"
 
 @dataclass(frozen=True)
 class Ranker:
-    """A loaded model with the feature names it expects and one way to score a float matrix."""
+    """A loaded model with the feature names it expects, scoring a float matrix in log-odds."""
 
     name: str
     version: str
@@ -39,33 +39,45 @@ class Ranker:
         return np.asarray(self.predict(x), dtype=np.float64).reshape(-1)
 
 
-def as_ranker(name: str, version: str, model: Any) -> Ranker:
-    """Wrap an XGBoost Booster/sklearn-API model, a scikit-learn estimator or an MLflow pyfunc as a Ranker."""
+def as_ranker(loaded: LoadedModel) -> Ranker:
+    """Wrap what the registry loaded so it scores in log-odds (models/blend.py blends in log-odds).
+
+    Handles the models branch's BatchRanker (`predict_margin`), an XGBoost Booster or sklearn-API model,
+    a scikit-learn estimator/pipeline (`decision_function`), and an MLflow pyfunc as a last resort.
+    """
     import xgboost as xgb
 
+    name, version, model = loaded.name, loaded.version, loaded.model
+    columns = tuple(loaded.feature_columns)
+    if hasattr(model, "predict_margin"):
+        return Ranker(name, version, columns or tuple(getattr(model, "feature_columns", ())), model.predict_margin)
+    if isinstance(model, xgb.XGBModel):
+        model = _named_booster(model)
     if isinstance(model, xgb.Booster):
-        names = tuple(model.feature_names or ())
+        booster = model
         # one thread per prediction: ~100 rows gain nothing from OpenMP, and its thread wake-ups cost
         # tens of ms on a busy 2-core box; request-level concurrency comes from the server's threads
-        model.set_param({"nthread": 1})
-        # inplace_predict skips DMatrix construction: the cheapest path for ~100 rows
-        return Ranker(name, version, names, lambda x: model.inplace_predict(x, validate_features=False))
-    if isinstance(model, xgb.XGBModel):
-        return as_ranker(name, version, _named_booster(model))
+        booster.set_param({"nthread": 1})
+        return Ranker(name, version, columns or tuple(booster.feature_names or ()),
+                      lambda x: booster.inplace_predict(x, validate_features=False, predict_type="margin"))
+    names = columns or tuple(str(n) for n in getattr(model, "feature_names_in_", ()))
+    if hasattr(model, "decision_function"):
+        return Ranker(name, version, names, model.decision_function)
     if hasattr(model, "predict_proba"):
-        names = tuple(str(n) for n in getattr(model, "feature_names_in_", ()))
-        return Ranker(name, version, names, lambda x: model.predict_proba(x)[:, 1])
-    if hasattr(model, "metadata") and hasattr(model, "predict"):  # mlflow pyfunc
+        return Ranker(name, version, names, lambda x: _logit(model.predict_proba(x)[:, 1]))
+    if hasattr(model, "metadata") and hasattr(model, "predict"):  # mlflow pyfunc: assume it returns probabilities
         import pandas as pd
 
         schema = model.metadata.get_input_schema()
-        names = tuple(schema.input_names()) if schema is not None else ()
+        names = names or (tuple(schema.input_names()) if schema is not None else ())
         return Ranker(name, version, names,
-                      lambda x: np.asarray(model.predict(pd.DataFrame(x, columns=list(names)))))
-    if hasattr(model, "predict"):
-        names = tuple(str(n) for n in getattr(model, "feature_names_in_", ()))
-        return Ranker(name, version, names, model.predict)
+                      lambda x: _logit(np.asarray(model.predict(pd.DataFrame(x, columns=list(names))))))
     raise TypeError(f"{name} v{version}: cannot score a {type(model).__name__}")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
 
 
 def _named_booster(model: Any) -> Any:
@@ -84,11 +96,9 @@ class Champions:
 class ChampionHolder:
     """Holds the current champions and follows their aliases in the registry."""
 
-    def __init__(self, settings: Settings, names: Sequence[str] = (BATCH_MODEL, ONLINE_MODEL),
-                 alias: str = CHAMPION_ALIAS):
+    def __init__(self, settings: Settings, names: Sequence[str] = (BATCH_MODEL, ONLINE_MODEL)):
         self.settings = settings
         self.batch_name, self.online_name = names
-        self.alias = alias
         self.current = Champions()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -107,17 +117,6 @@ class ChampionHolder:
         while not self._stop.wait(self.settings.model_poll_s):
             self.poll()
 
-    def _alias_version(self, name: str) -> str | None:
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return str(MlflowClient(self.settings.mlflow_uri).get_model_version_by_alias(name, self.alias).version)
-        except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None
-            raise
-
     def poll(self) -> Champions:
         """Check both aliases once; load and publish whatever moved. MLflow being down keeps what is loaded."""
         with self._lock:
@@ -125,16 +124,15 @@ class ChampionHolder:
             for slot, name in (("batch", self.batch_name), ("online", self.online_name)):
                 held: Ranker | None = getattr(champions, slot)
                 try:
-                    version = self._alias_version(name)
+                    version = champion_version(name, self.settings.mlflow_uri)
                     if version == (held.version if held else None):
                         continue
-                    loaded = load_champion(name, self.settings.mlflow_uri, self.alias) if version else None
-                    ranker = as_ranker(name, loaded[1], loaded[0]) if loaded else None
+                    ranker = as_ranker(load_version(name, version, self.settings.mlflow_uri)) if version else None
                 except Exception as exc:  # registry unreachable or a broken artifact: keep serving the old one
-                    log.warning("could not refresh %s@%s: %s", name, self.alias, exc)
+                    log.warning("could not refresh %s@champion: %s", name, exc)
                     continue
                 champions = replace(champions, **{slot: ranker})
-                log.info("%s@%s: %s → %s", name, self.alias, held.version if held else None,
+                log.info("%s@champion: %s → %s", name, held.version if held else None,
                          ranker.version if ranker else None)
             if champions is not self.current:
                 self.current = champions

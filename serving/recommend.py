@@ -19,6 +19,7 @@ AB_SALT = "tandem-ab-v1"
 # candidate budget per request (DESIGN.md §6 sizes the hot path for 100 candidates)
 MAX_CANDIDATES = 100
 COVISIT_QUOTA = 30
+SESSION_CATEGORY_QUOTA = 20
 TRENDING_QUOTA = 10
 MAX_SESSION_ITEMS = 5
 
@@ -28,7 +29,8 @@ ITEM_COVISITED_WITH_SESSION = "request__item_covisited_with_session"
 ITEM_IS_TRENDING = "request__item_is_trending"
 REQUEST_FEATURES = (ITEM_IN_LAST_CATEGORY, ITEM_COVISITED_WITH_SESSION, ITEM_IS_TRENDING)
 
-SOURCE_COVISIT, SOURCE_PRECOMPUTED, SOURCE_TRENDING, SOURCE_POPULAR = "covisit", "precomputed", "trending", "popular"
+SOURCE_COVISIT, SOURCE_SESSION_CATEGORY = "covisit", "session_category"
+SOURCE_PRECOMPUTED, SOURCE_TRENDING, SOURCE_POPULAR = "precomputed", "trending", "popular"
 
 
 def assign_variant(user_id: str, variants: Sequence[Variant], salt: str = AB_SALT) -> Variant:
@@ -66,11 +68,13 @@ def gather_candidates(
     popular: Sequence[str],
     exclude: Iterable[str] = (),
     limit: int = MAX_CANDIDATES,
+    session_category: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
     """Merge candidate sources into at most `limit` unseen items, each with the source that contributed it.
 
     Order of precedence: items co-visited with the session's last items (round-robin over those items,
-    newest first), the precomputed list, trending, then popular items to fill up (all of it for a cold user).
+    newest first), popular items of the session's last category, the precomputed list, trending, then
+    popular items to fill up (all of it for a cold user).
     """
     seen = set(exclude) | set(user.session_items)
     out: list[tuple[str, str]] = []
@@ -89,6 +93,7 @@ def gather_candidates(
 
     lists = [covisit.get(item, ()) for item in user.session_items[:MAX_SESSION_ITEMS]]
     take(_round_robin(lists), SOURCE_COVISIT, COVISIT_QUOTA)
+    take(session_category, SOURCE_SESSION_CATEGORY, SESSION_CATEGORY_QUOTA)
     take(user.candidates, SOURCE_PRECOMPUTED, limit)
     take(trending, SOURCE_TRENDING, TRENDING_QUOTA)
     take(popular, SOURCE_POPULAR, limit)

@@ -29,7 +29,7 @@ from serving.http_models import (
     RecommendRequest,
     RecommendResponse,
 )
-from serving.interim import blend_scores, produce_interaction
+from serving.interim import EventProducer, blend_scores, sigmoid
 from serving.models import ChampionHolder, Ranker
 from serving.recommend import (
     REQUEST_FEATURES,
@@ -197,7 +197,8 @@ class Recommender:
         self.variants = self.settings.ab_variants
         self.features = OnlineFeatures(self.settings)
         self.models = ChampionHolder(self.settings)
-        self._popular: tuple[tuple[str, str | None], list[str]] = (("", None), [])
+        # (snapshot version, batch version) → popular items, and the popular items of each category
+        self._popular: tuple[tuple[str, str | None], list[str], dict[str, list[str]]] = (("", None), [], {})
         self._popular_lock = threading.Lock()
         self._producer: Any = None
         self._producer_lock = threading.Lock()
@@ -231,9 +232,12 @@ class Recommender:
         if snapshot.source != "redis":
             reasons.append("item_features_from_local_cache")
         user = _user_view(user_id, record, self.features)
-        popular = self._popular[1] or trending or snapshot.item_ids[:POPULAR_SIZE]
+        _, popular, by_category = self._popular
+        popular = popular or trending or snapshot.item_ids[:POPULAR_SIZE]
+        in_category = by_category.get(user.last_category, ()) if user.last_category else ()
         gathered = [(item, source) for item, source in
-                    gather_candidates(user, snapshot.covisit, trending, popular, context.exclude_item_ids)
+                    gather_candidates(user, snapshot.covisit, trending, popular, context.exclude_item_ids,
+                                      session_category=in_category)
                     if item in snapshot.index]
         item_ids = [item for item, _ in gathered]
         rows = np.fromiter((snapshot.index[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
@@ -257,7 +261,9 @@ class Recommender:
             blended = online
         else:  # no model at all: keep the candidate order (popular for a cold user)
             blended = -np.arange(len(item_ids), dtype=np.float64)
-        ranked = top_k(item_ids, blended, batch, online, k)
+        # models score in log-odds and blend there (models/blend.py); the API reports probabilities
+        ranked = top_k(item_ids, sigmoid(blended), None if batch is None else sigmoid(batch),
+                       None if online is None else sigmoid(online), k)
         age = feature_age_s(now, record.updated_epoch) if record.found else feature_age_s(now, snapshot.updated_epoch)
         response = RecommendResponse(
             user_id=user_id,
@@ -298,17 +304,21 @@ class Recommender:
             key = (snapshot.version, batch.version if batch else None)
             if key == self._popular[0] or not snapshot.item_ids:
                 return
-            if batch is None:
-                self._popular = (key, [])
-                return
-            _, item_columns, _ = self.features.item_columns()
-            rows = np.arange(len(snapshot.item_ids))
-            default = UserView(user_id="")
-            per_request = request_features(default, snapshot.categories, ["popular"] * len(rows))
-            columns = self._columns(batch, snapshot, item_columns)
-            scores = batch.score(feature_matrix(columns, {}, item_columns, rows, per_request))
-            order = np.argsort(-scores, kind="stable")[:POPULAR_SIZE]
-            self._popular = (key, [snapshot.item_ids[i] for i in order])
+            order = np.arange(len(snapshot.item_ids))
+            if batch is not None:
+                _, item_columns, _ = self.features.item_columns()
+                default = UserView(user_id="")
+                per_request = request_features(default, snapshot.categories, ["popular"] * len(order))
+                columns = self._columns(batch, snapshot, item_columns)
+                scores = batch.score(feature_matrix(columns, {}, item_columns, order, per_request))
+                order = np.argsort(-scores, kind="stable")
+            by_category: dict[str, list[str]] = {}
+            for i in order:
+                category = snapshot.categories[i]
+                if category is not None and len(by_category.setdefault(category, [])) < POPULAR_SIZE:
+                    by_category[category].append(snapshot.item_ids[i])
+            popular = [snapshot.item_ids[i] for i in order[:POPULAR_SIZE]] if batch is not None else []
+            self._popular = (key, popular, by_category)
 
     # ---- /feedback ---------------------------------------------------------------------------
 
@@ -322,7 +332,7 @@ class Recommender:
         except EventError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)  # type: ignore[return-value]
         try:
-            meta = produce_interaction(self._kafka(), self.settings.topic, event).get(timeout=5)
+            meta = self._kafka().send(event).get(timeout=5)
         except Exception as exc:  # Kafka down is not the client's fault: 503 so it retries
             log.warning("producing event %s failed: %s", event.event_id, exc)
             with self._producer_lock:
@@ -332,13 +342,12 @@ class Recommender:
         return FeedbackAccepted(event_id=event.event_id, topic=meta.topic, partition=meta.partition,
                                 offset=meta.offset)
 
-    def _kafka(self) -> Any:
+    def _kafka(self) -> EventProducer:
         with self._producer_lock:
             if self._producer is None:
-                from kafka import KafkaProducer
-
-                self._producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks=1,
-                                               linger_ms=1, max_block_ms=3000, request_timeout_ms=5000)
+                # the stream's shared producer (idempotent, acks=all), with short waits: the client is waiting
+                self._producer = EventProducer(self.settings, linger_ms=1, max_block_ms=3000,
+                                               request_timeout_ms=5000)
             return self._producer
 
 

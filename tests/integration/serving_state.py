@@ -77,7 +77,7 @@ def contract_views(settings: Settings) -> list:
         view("item_features_v1", entities.item, [Field(name="category", dtype=String),
                                                   Field(name="price", dtype=Float64),
                                                   Field(name="popularity", dtype=Float64)]),
-        view("user_candidates_v1", entities.user, [Field(name="item_ids", dtype=Array(String))]),
+        view("user_candidates_v1", entities.user, [Field(name="candidate_item_ids", dtype=Array(String))]),
         view("item_covisit_v1", entities.item, [Field(name="item_ids", dtype=Array(String))]),
     ]
 
@@ -112,7 +112,7 @@ def apply_and_write(settings: Settings, ts: datetime | None = None) -> None:
             "user_id": users, "clicks_30d": rng.integers(0, 50, N_USERS),
             "purchases_30d": rng.integers(0, 5, N_USERS)}),
         "user_candidates_v1": pd.DataFrame({
-            "user_id": users, "item_ids": [items_in(taste_of(u))[:40] for u in users]}),
+            "user_id": users, "candidate_item_ids": [items_in(taste_of(u))[:40] for u in users]}),
     }
     for name, df in frames.items():
         df["event_timestamp"] = pd.Timestamp(ts)

@@ -57,6 +57,12 @@ def test_candidates_merge_sources_in_order_and_skip_seen():
                    ("p2", "precomputed"), ("t1", "trending"), ("pop1", "popular")]
 
 
+def test_session_category_items_come_after_covisitation_and_before_the_precomputed_list():
+    user = UserView("u", candidates=("p1",), session_items=("s1",), last_category="shoes")
+    got = gather_candidates(user, {"s1": ["c1"]}, trending=[], popular=[], session_category=["s1", "k1", "c1"])
+    assert got == [("c1", "covisit"), ("k1", "session_category"), ("p1", "precomputed")]
+
+
 def test_cold_user_gets_popular_items_and_the_budget_holds():
     popular = [f"i{i}" for i in range(500)]
     got = gather_candidates(UserView("new"), {}, trending=[], popular=popular)
@@ -92,8 +98,9 @@ def test_feature_matrix_gathers_items_broadcasts_user_values_and_leaves_missing_
 def test_blend_weights_and_batch_only():
     batch, online = np.array([1.0, 0.0]), np.array([0.0, 1.0])
     assert blend_scores(batch, online, 0.25).tolist() == [0.75, 0.25]
-    assert blend_scores(batch, None, 0.5) is batch
-    assert blend_scores(batch, online, 0.0) is batch
+    assert blend_scores(batch, None, 0.5).tolist() == batch.tolist()
+    assert blend_scores(batch, online, 0.0).tolist() == batch.tolist()
+    assert blend_scores(batch, np.array([np.nan, 1.0]), 0.5).tolist() == [1.0, 0.5]
 
 
 def test_top_k_orders_by_blended_score_and_keeps_both_scores():
