@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from _bentoml_sdk.io_models import IOMixin
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from tandem.schema import EVENT_TYPES, MAX_EVENT_BYTES, MAX_ID_LENGTH
+from tandem.schema import EVENT_TYPES, MAX_EVENT_BYTES, MAX_ID_LENGTH, REQUIRED_FIELDS
 
 MAX_K = 100
 DEFAULT_K = 10
@@ -101,20 +101,25 @@ _EVENT_DOCS = {
 }
 
 
+_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": "^[^\\x00-\\x1f]*[^\\x00-\\x20][^\\x00-\\x1f]*$"}
+
+
 class FeedbackEvent(IOMixin, BaseModel):
     """POST /feedback body: one interaction event in tandem's event schema (tandem/schema.py)."""
 
-    # values are typed loosely on purpose: validate_event is the one place that judges an event
-    model_config = ConfigDict(extra="forbid", title="FeedbackEvent")
+    # values are typed loosely on purpose: validate_event is the one place that judges an event;
+    # the JSON schema still documents what it accepts
+    model_config = ConfigDict(extra="forbid", title="FeedbackEvent",
+                              json_schema_extra={"required": list(REQUIRED_FIELDS)})
 
-    event_id: Any = Field(None, description=_EVENT_DOCS["event_id"], json_schema_extra={"type": "string"})
-    user_id: Any = Field(None, description=_EVENT_DOCS["user_id"], json_schema_extra={"type": "string"})
-    item_id: Any = Field(None, description=_EVENT_DOCS["item_id"], json_schema_extra={"type": "string"})
+    event_id: Any = Field(None, description=_EVENT_DOCS["event_id"], json_schema_extra=_ID_SCHEMA)
+    user_id: Any = Field(None, description=_EVENT_DOCS["user_id"], json_schema_extra=_ID_SCHEMA)
+    item_id: Any = Field(None, description=_EVENT_DOCS["item_id"], json_schema_extra=_ID_SCHEMA)
     event_type: Any = Field(None, description=_EVENT_DOCS["event_type"],
                             json_schema_extra={"type": "string", "enum": list(EVENT_TYPES)})
-    value: Any = Field(None, description=_EVENT_DOCS["value"], json_schema_extra={"type": "number"})
+    value: Any = Field(None, description=_EVENT_DOCS["value"], json_schema_extra={"type": "number", "minimum": 0})
     ts: Any = Field(None, description=_EVENT_DOCS["ts"], json_schema_extra={"type": "string", "format": "date-time"})
-    session_id: Any = Field(None, description=_EVENT_DOCS["session_id"], json_schema_extra={"type": "string"})
+    session_id: Any = Field(None, description=_EVENT_DOCS["session_id"], json_schema_extra=_ID_SCHEMA)
 
 
 class FeedbackAccepted(BaseModel):
