@@ -101,7 +101,9 @@ _EVENT_DOCS = {
 }
 
 
-_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": "^[^\\x00-\\x1f]*[^\\x00-\\x20][^\\x00-\\x1f]*$"}
+# at least one character that is neither whitespace nor a control character, none that is a control character
+_ID_PATTERN = "^[^\\x00-\\x1f]*[^\\x00-\\x20][^\\x00-\\x1f]*$"
+_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": _ID_PATTERN}
 
 
 class FeedbackEvent(IOMixin, BaseModel):

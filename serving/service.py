@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -169,6 +170,18 @@ async def _reject(send: Any, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _log_decisions_to(path: Path) -> None:
+    """Send the decision log (one JSON object per line) to `path`; appends from several workers interleave by line."""
+    if decisions.handlers:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    decisions.addHandler(handler)
+    decisions.setLevel(logging.INFO)
+    decisions.propagate = False
+
+
 def _user_view(user_id: str, record: UserRecord, features: OnlineFeatures) -> UserView:
     c = features.contract
     values = record.values
@@ -188,12 +201,14 @@ def _user_view(user_id: str, record: UserRecord, features: OnlineFeatures) -> Us
     threads=4,
     http={"host": SETTINGS.serve_host, "port": SETTINGS.serve_port},
     traffic={"timeout": 30},
+    logging={"access": {"enabled": SETTINGS.serve_access_log}},
 )
 class Recommender:
     """Hybrid batch + online recommendations over Feast's online store."""
 
     def __init__(self) -> None:
         self.settings = get_settings()
+        _log_decisions_to(self.settings.decision_log)
         self.variants = self.settings.ab_variants
         self.features = OnlineFeatures(self.settings)
         self.models = ChampionHolder(self.settings)
@@ -274,10 +289,12 @@ class Recommender:
                                          online=champions.online.version if champions.online else None),
             degraded=bool(reasons), degraded_reasons=reasons, feature_age_s=round(age, 3))
         recommendations_total.labels(variant=variant.name, degraded=str(bool(reasons)).lower()).inc()
-        decisions.info(json.dumps({
-            "user_id": user_id, "variant": variant.name, "known_user": user.known, "degraded": reasons,
-            "model_versions": response.model_versions.model_dump(), "session_id": context.session_id,
-            "items": [r.item_id for r in ranked], "feature_age_s": response.feature_age_s}))
+        if decisions.isEnabledFor(logging.INFO):
+            decisions.info(json.dumps({
+                "ts": round(now, 3), "user_id": user_id, "variant": variant.name, "known_user": user.known,
+                "degraded": reasons, "model_versions": response.model_versions.model_dump(),
+                "session_id": context.session_id, "items": [r.item_id for r in ranked],
+                "feature_age_s": response.feature_age_s}))
         return response
 
     def _columns(self, ranker: Ranker, snapshot: ItemSnapshot, item_columns: dict) -> list[str | None]:

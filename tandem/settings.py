@@ -98,6 +98,8 @@ class Settings:
     ab_variants_json: str = field(default_factory=lambda: _env("TANDEM_AB_VARIANTS", DEFAULT_AB_VARIANTS))
     model_poll_s: float = field(default_factory=lambda: _env_float("TANDEM_MODEL_POLL_S", 3.0))
     serve_workers: int = field(default_factory=lambda: _env_int("TANDEM_SERVE_WORKERS", 1))
+    # BentoML's per-request access log costs CPU on the hot path; /recommend decisions are logged anyway
+    serve_access_log: bool = field(default_factory=lambda: _env("TANDEM_SERVE_ACCESS_LOG", "0") in ("1", "true"))
     feature_repo: Path = field(default_factory=lambda: Path(_env("TANDEM_FEATURE_REPO",
                                                                  str(PROJECT_ROOT / "feature_repo"))))
 
@@ -118,6 +120,11 @@ class Settings:
     def serving_cache_dir(self) -> Path:
         """Where serving keeps its local fallback cache (popular items, item features) for Redis outages."""
         return self.home / "serving"
+
+    @property
+    def decision_log(self) -> Path:
+        """One JSON line per /recommend answer (user, variant, model versions, items) for comparing A/B variants."""
+        return Path(_env("TANDEM_DECISION_LOG", str(self.serving_cache_dir / "decisions.jsonl")))
 
     @property
     def run_dir(self) -> Path:
