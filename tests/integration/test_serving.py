@@ -290,3 +290,15 @@ def test_schemathesis_finds_no_server_errors(api):
          "--include-path-regex", "^/(recommend|feedback)$"],
         capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_bentoml_build_packs_the_service(tmp_path):
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    result = subprocess.run([str(Path(sys.executable).parent / "bentoml"), "build", "-f", "serving/bentofile.yaml",
+                             "-o", "tag", "."], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    src = next((tmp_path / "bentoml" / "bentos" / "tandem").glob("*/src"))
+    assert (src / "serving" / "service.py").exists() and (src / "feature_repo" / "feature_store.yaml").exists()
+    assert not (src / "serving" / "locustfile.py").exists()
+    assert "service: serving.service:Recommender" in (src.parent / "bento.yaml").read_text()
