@@ -37,6 +37,7 @@ from tests.integration.serving_state import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+API_KEY = f"test-{uuid.uuid4().hex}"  # the server under test runs with TANDEM_API_KEY set
 
 
 def _free_port() -> int:
@@ -46,14 +47,16 @@ def _free_port() -> int:
 
 
 class Api:
-    def __init__(self, base: str):
+    def __init__(self, base: str, api_key: str | None = API_KEY):
         self.base = base
+        self.api_key = api_key
 
     def call(self, method: str, path: str, body: bytes | dict | None = None, headers: dict | None = None,
              timeout: float = 10) -> tuple[int, dict | str]:
         data = json.dumps(body).encode() if isinstance(body, dict) else body
+        auth = {"X-API-Key": self.api_key} if self.api_key else {}
         req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+                                     headers={"Content-Type": "application/json", **auth, **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 status, raw = resp.status, resp.read()
@@ -81,7 +84,7 @@ def versions(settings):
 def api(settings, versions, tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "TANDEM_MODEL_POLL_S": "1", "TANDEM_SERVE_PORT": str(port)}
+    env = {**os.environ, "TANDEM_MODEL_POLL_S": "1", "TANDEM_SERVE_PORT": str(port), "TANDEM_API_KEY": API_KEY}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve"], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -118,6 +121,18 @@ def test_probes_docs_and_metrics(api):
     api.recommend("u0001")
     status, metrics = api.call("GET", "/metrics")
     assert status == 200 and "tandem_recommendations_total" in metrics
+
+
+def test_the_api_key_guards_the_api_but_not_the_probes(api):
+    anonymous = Api(api.base, api_key=None)
+    status, body = anonymous.call("POST", "/recommend", {"user_id": "u0001"})
+    assert status == 401 and "API key" in body["error"]
+    assert Api(api.base, api_key="wrong").call("POST", "/recommend", {"user_id": "u0001"})[0] == 401
+    assert anonymous.call("GET", "/metrics")[0] == 401
+    assert anonymous.call("GET", "/readyz")[0] == 200
+    assert anonymous.call("GET", "/docs.json")[0] == 200
+    bearer = {"Authorization": f"Bearer {API_KEY}"}
+    assert anonymous.call("POST", "/recommend", {"user_id": "u0001"}, headers=bearer)[0] == 200
 
 
 def test_recommend_answers_with_both_scores_variant_and_versions(api, versions):
@@ -287,7 +302,7 @@ def test_schemathesis_finds_no_server_errors(api):
     result = subprocess.run(
         [str(Path(sys.executable).parent / "st"), "run", f"{api.base}/docs.json", "--checks", "not_a_server_error",
          "--max-examples", "60", "--generation-deterministic", "--request-timeout", "10",
-         "--include-path-regex", "^/(recommend|feedback)$"],
+         "--include-path-regex", "^/(recommend|feedback)$", "--header", f"X-API-Key: {API_KEY}"],
         capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
