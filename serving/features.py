@@ -112,13 +112,17 @@ class TrendingSnapshot:
 
 
 def decode_value(raw: bytes | None) -> Any:
-    """A Feast ValueProto as a python value (None when absent or null)."""
+    """A Feast ValueProto as a python value (None when absent, null or not a ValueProto)."""
     if raw is None:
         return None
     from feast.protos.feast.types.Value_pb2 import Value
+    from google.protobuf.message import DecodeError
 
     v = Value()
-    v.ParseFromString(raw)
+    try:
+        v.ParseFromString(raw)
+    except DecodeError:
+        return None
     kind = v.WhichOneof("val")
     if kind is None or kind == "null_val":
         return None
@@ -133,10 +137,14 @@ def decode_value(raw: bytes | None) -> Any:
 def decode_ts(raw: bytes | None) -> float | None:
     if raw is None:
         return None
+    from google.protobuf.message import DecodeError
     from google.protobuf.timestamp_pb2 import Timestamp
 
     ts = Timestamp()
-    ts.ParseFromString(raw)
+    try:
+        ts.ParseFromString(raw)
+    except DecodeError:
+        return None
     return ts.seconds + ts.nanos / 1e9
 
 

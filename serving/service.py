@@ -234,6 +234,27 @@ class Recommender:
         """Top-k items for a user: candidates from the precomputed list, session co-visitation and trending,
         scored by the batch and online champions and blended by the user's A/B variant."""
         context = context or RecommendContext()
+        try:
+            return self._recommend(user_id, k, context)
+        except Exception as exc:  # a recommender always answers: popular items, flagged, and the error logged
+            log.exception("recommend(%r) failed; answering with popular items", user_id)
+            return self._popular_answer(user_id, k, context, f"error:{type(exc).__name__}")
+
+    def _popular_answer(self, user_id: str, k: int, context: RecommendContext, reason: str) -> RecommendResponse:
+        champions = self.models.current
+        _, popular, _ = self._popular
+        exclude = set(context.exclude_item_ids)
+        items = [i for i in popular or self.features.items.item_ids if i not in exclude][:k]
+        recommendations_total.labels(variant="fallback", degraded="true").inc()
+        return RecommendResponse(
+            user_id=user_id, items=[RecommendedItem(item_id=i, score=0.0, batch_score=None, online_score=None)
+                                    for i in items],
+            variant=assign_variant(user_id, self.variants).name,
+            model_versions=ModelVersions(batch=champions.batch.version if champions.batch else None,
+                                         online=champions.online.version if champions.online else None),
+            degraded=True, degraded_reasons=[reason], feature_age_s=0.0)
+
+    def _recommend(self, user_id: str, k: int, context: RecommendContext) -> RecommendResponse:
         now = time.time()
         champions = self.models.current  # read once: a swap mid-request cannot mix versions
         snapshot, item_columns, trending = self.features.item_columns()

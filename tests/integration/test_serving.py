@@ -14,7 +14,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,10 +82,10 @@ def versions(settings):
             "online": register_ranker(settings, "online-ranker", ONLINE_FEATURES, seed=1)}
 
 
-@pytest.fixture(scope="module")
-def api(settings, versions, tmp_path_factory):
+@contextmanager
+def _serve(log: Path) -> Iterator[Api]:
+    """`tandem serve` on a free loopback port, ready (batch champion loaded) before this yields."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "TANDEM_MODEL_POLL_S": "1", "TANDEM_SERVE_PORT": str(port), "TANDEM_API_KEY": API_KEY}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve"], cwd=ROOT, env=env, stdout=out,
@@ -99,6 +101,12 @@ def api(settings, versions, tmp_path_factory):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
+
+
+@pytest.fixture(scope="module")
+def api(settings, versions, tmp_path_factory):
+    with _serve(tmp_path_factory.mktemp("serve") / "serve.log") as client:
+        yield client
 
 
 def _ready(client: Api) -> bool:
@@ -233,6 +241,36 @@ def test_redis_down_answers_degraded_then_recovers(api, settings):
         redis.up()
     body = wait_until(lambda: not (r := api.recommend(user))["degraded"] and r, timeout=10)
     assert body and body["degraded"] is False
+
+
+def test_a_server_started_during_a_redis_outage_serves_from_its_disk_cache(api, settings, tmp_path):
+    api.recommend("u0010")  # the running server has written its item snapshot to the disk cache
+    redis = RedisService(settings)
+    redis.down()
+    try:
+        with _serve(tmp_path / "serve.log") as fresh:
+            status, body = fresh.call("POST", "/recommend", {"user_id": "u0010", "k": 5})
+            assert status == 200, body
+            assert body["degraded"] is True and len(body["items"]) == 5
+            assert {"online_store_unreachable", "item_features_from_local_cache"} <= set(body["degraded_reasons"])
+            redis.up()
+            body = wait_until(lambda: not (r := fresh.recommend("u0010"))["degraded"] and r, timeout=15)
+            assert body and body["degraded"] is False
+    finally:
+        redis.up()
+
+
+def test_undecodable_values_in_the_store_are_skipped_not_a_500(api, settings):
+    import redis
+    from feast.infra.online_stores.helpers import _mmh3, _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    key = _redis_key("tandem", EntityKey(join_keys=["user_id"], entity_values=[Value(string_val="u0011")]))
+    redis.Redis.from_url(settings.redis_url).hset(key, mapping={
+        _mmh3("user_candidates_v1:candidate_item_ids"): b"\xff\xfe garbage", b"_ts:user_candidates_v1": b"\xff"})
+    body = api.recommend("u0011", k=5)
+    assert len(body["items"]) == 5 and body["degraded"] is False
 
 
 def test_feedback_is_produced_to_kafka_keyed_by_user(api, settings):

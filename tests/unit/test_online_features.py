@@ -15,6 +15,7 @@ def test_values_decode_to_python():
     assert decode_value(Value(string_list_val=StringList(val=["a", "b"])).SerializeToString()) == ["a", "b"]
     assert decode_value(Value().SerializeToString()) is None
     assert decode_value(None) is None
+    assert decode_value(b"\xff\xff not a proto") is None
 
 
 def test_timestamps_decode_to_epoch_seconds():
