@@ -30,6 +30,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+from feast.infra.key_encoding_utils import deserialize_entity_key, serialize_entity_key_prefix
+from feast.infra.online_stores.helpers import _mmh3, _redis_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from tandem.settings import Settings, export_feast_environment
 
@@ -115,9 +121,6 @@ def decode_value(raw: bytes | None) -> Any:
     """A Feast ValueProto as a python value (None when absent, null or not a ValueProto)."""
     if raw is None:
         return None
-    from feast.protos.feast.types.Value_pb2 import Value
-    from google.protobuf.message import DecodeError
-
     v = Value()
     try:
         v.ParseFromString(raw)
@@ -137,9 +140,6 @@ def decode_value(raw: bytes | None) -> Any:
 def decode_ts(raw: bytes | None) -> float | None:
     if raw is None:
         return None
-    from google.protobuf.message import DecodeError
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     ts = Timestamp()
     try:
         ts.ParseFromString(raw)
@@ -236,8 +236,6 @@ class OnlineFeatures:
 
     @staticmethod
     def _hash_fields(views: list[ViewSchema]) -> tuple[list[bytes], list[str]]:
-        from feast.infra.online_stores.helpers import _mmh3
-
         fields: list[bytes] = []
         names: list[str] = []
         for v in views:
@@ -249,10 +247,6 @@ class OnlineFeatures:
         return fields, names
 
     def _key(self, join_key: str, entity_id: str) -> bytes:
-        from feast.infra.online_stores.helpers import _redis_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
         return _redis_key(self.project, EntityKey(join_keys=[join_key], entity_values=[Value(string_val=entity_id)]))
 
     def start(self) -> OnlineFeatures:
@@ -328,8 +322,6 @@ class OnlineFeatures:
     # ---- items: snapshot per materialization -------------------------------------------------
 
     def _scan_item_keys(self) -> list[tuple[bytes, str]]:
-        from feast.infra.key_encoding_utils import deserialize_entity_key, serialize_entity_key_prefix
-
         prefix = serialize_entity_key_prefix([self.contract.item_key])
         pattern = _glob_escape(prefix) + b"*" + _glob_escape(self.project.encode())
         suffix = len(self.project.encode())
