@@ -1,8 +1,9 @@
 """Online-store and registry state for the serving tests, set up the way the batch, stream and models branches will.
 
 Stand-ins until those land in main (then these switch to their real functions):
-* `contract_views` defines the batch feature views serving reads (user/item features, precomputed
-  candidates, co-visitation) → replace with feature_repo/features/ from the batch branch.
+* the batch views (user/item features, candidate lists) are main's feature_repo definitions, applied
+  and written online here as `tandem batch run` would materialize them (without running Spark);
+  `covisit_view` (item co-visitation) is a stand-in no branch produces yet.
 * `push_session` pushes user_session_v1 rows through Feast's push source as the stream processor
   will → replace with the stream processor consuming POST /feedback events.
 * `register_ranker` trains a small XGBoost model and moves the `champion` alias → models/registry.py.
@@ -56,45 +57,48 @@ def feature_store(settings: Settings):
     return FeatureStore(repo_path=str(repo))
 
 
-def contract_views(settings: Settings) -> list:
-    """The batch views serving reads, as the batch branch will define them (names in serving/features.py)."""
+def covisit_view(settings: Settings):
+    """Items co-visited with each item: serving reads it if present, but no branch produces it yet (stand-in)."""
     import entities
     from feast import FeatureView, Field
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+    from feast.types import Array, String
+
+    source = SparkSource(name="item_covisit_table", path=str(settings.offline_dir / "item_covisit"),
+                         file_format="parquet", timestamp_field="event_timestamp")
+    return FeatureView(name="item_covisit_v1", entities=[entities.item], ttl=timedelta(days=30),
+                       schema=[Field(name="item_ids", dtype=Array(String))], online=True, source=source,
+                       owner="tandem-tests", tags={"path": "batch"})
+
+
+def _rows(view, key: str, ids: list[str], **columns) -> pd.DataFrame:
+    """One row per id for every field of `view`: the given columns, plain defaults for the rest."""
     from feast.types import Array, Float64, Int64, String
 
-    def source(name: str) -> SparkSource:
-        return SparkSource(name=f"{name}_source", path=str(settings.offline_dir / name), file_format="parquet",
-                           timestamp_field="event_timestamp")
-
-    def view(name, entity, schema):
-        return FeatureView(name=name, entities=[entity], ttl=timedelta(days=30), schema=schema, online=True,
-                           source=source(name), owner="tandem-tests", tags={"path": "batch"})
-
-    return [
-        view("user_features_v1", entities.user, [Field(name="clicks_30d", dtype=Int64),
-                                                  Field(name="purchases_30d", dtype=Int64)]),
-        view("item_features_v1", entities.item, [Field(name="category", dtype=String),
-                                                  Field(name="price", dtype=Float64),
-                                                  Field(name="popularity", dtype=Float64)]),
-        view("user_candidates_v1", entities.user, [Field(name="candidate_item_ids", dtype=Array(String))]),
-        view("item_covisit_v1", entities.item, [Field(name="item_ids", dtype=Array(String))]),
-    ]
+    defaults = {Int64: 0, Float64: 0.0, String: "", Array(String): [], Array(Float64): []}
+    df = pd.DataFrame({key: ids})
+    for f in view.features:
+        df[f.name] = columns[f.name] if f.name in columns else [defaults.get(f.dtype, None)] * len(ids)
+    return df
 
 
 def apply_and_write(settings: Settings, ts: datetime | None = None) -> None:
-    """feast apply the repo's objects plus the batch views, write batch rows online, and mark the materialization."""
+    """feast apply the repo's views (batch + stream, as in main), write batch rows online as a materialization
+    would, and mark the materialization."""
     import redis
     from feast.data_source import PushMode
 
     store = feature_store(settings)  # puts feature_repo/ on sys.path for its flat imports
     import data_sources as ds
     import entities
-    from features import stream_features
+    from features.candidates import user_candidates_v1
+    from features.item_features import item_features_v1
+    from features.stream_features import item_trending_v1, user_session_v1
+    from features.user_features import user_features_v1
 
-    views = contract_views(settings)
-    store.apply([entities.user, entities.item, ds.user_session_push, ds.item_trending_push,
-                 stream_features.user_session_v1, stream_features.item_trending_v1, *views])
+    covisit = covisit_view(settings)
+    store.apply([entities.user, entities.item, ds.user_session_push, ds.item_trending_push, user_session_v1,
+                 item_trending_v1, user_features_v1, item_features_v1, user_candidates_v1, covisit])
     ts = ts or datetime.now(UTC) - timedelta(hours=1)
     items = [item_id(i) for i in range(N_ITEMS)]
     users = [user_id(u) for u in range(N_USERS)]
@@ -102,23 +106,23 @@ def apply_and_write(settings: Settings, ts: datetime | None = None) -> None:
     _forget(settings, store.project, "item_id", items)
     rng = np.random.default_rng(0)
     frames = {
-        "item_features_v1": pd.DataFrame({
-            "item_id": items, "category": [category_of(i) for i in items],
-            "price": rng.uniform(1, 100, N_ITEMS), "popularity": [float(N_ITEMS - int(i[1:])) for i in items]}),
-        "item_covisit_v1": pd.DataFrame({
-            "item_id": items,
-            "item_ids": [[x for x in items_in(category_of(i)) if x != i][:10] for i in items]}),
-        "user_features_v1": pd.DataFrame({
-            "user_id": users, "clicks_30d": rng.integers(0, 50, N_USERS),
-            "purchases_30d": rng.integers(0, 5, N_USERS)}),
-        "user_candidates_v1": pd.DataFrame({
-            "user_id": users, "candidate_item_ids": [items_in(taste_of(u))[:40] for u in users]}),
+        "item_features_v1": _rows(item_features_v1, "item_id", items, category=[category_of(i) for i in items],
+                                  price=rng.uniform(1, 100, N_ITEMS),
+                                  events_30d=[N_ITEMS - int(i[1:]) for i in items]),
+        "item_covisit_v1": _rows(covisit, "item_id", items,
+                                 item_ids=[[x for x in items_in(category_of(i)) if x != i][:10] for i in items]),
+        "user_features_v1": _rows(user_features_v1, "user_id", users, events_30d=rng.integers(0, 50, N_USERS),
+                                  top_category=[taste_of(u) for u in users]),
+        "user_candidates_v1": _rows(user_candidates_v1, "user_id", users,
+                                    candidate_item_ids=[items_in(taste_of(u))[:40] for u in users],
+                                    candidate_scores=[list(np.linspace(1, 0, 40)) for _ in users]),
     }
     for name, df in frames.items():
         df["event_timestamp"] = pd.Timestamp(ts)
         store.write_to_online_store(name, df)
-    trending = pd.DataFrame({"item_id": items[:20], "events_1h": 5, "clicks_1h": 2,
-                             "trend_score": np.linspace(2.0, 0.1, 20), "event_timestamp": pd.Timestamp(ts)})
+    trending = _rows(item_trending_v1, "item_id", items[:20], events_1h=[5] * 20, clicks_1h=[2] * 20,
+                     trend_score=np.linspace(2.0, 0.1, 20))
+    trending["event_timestamp"] = pd.Timestamp(ts)
     store.push("item_trending_push", trending, to=PushMode.ONLINE)
     redis.Redis.from_url(settings.redis_url).set(MATERIALIZATION_KEY, uuid.uuid4().hex)
 
@@ -146,9 +150,9 @@ def push_session(settings: Settings, user: str, clicked: list[str], ts: datetime
     feature_store(settings).push("user_session_push", row, to=PushMode.ONLINE)
 
 
-BATCH_FEATURES = ["user_features_v1__clicks_30d", "item_features_v1__popularity", "item_features_v1__price"]
+BATCH_FEATURES = ["user_features_v1__events_30d", "item_features_v1__events_30d", "item_features_v1__price"]
 ONLINE_FEATURES = ["request__item_in_last_category", "request__item_covisited_with_session",
-                   "user_session_v1__session_clicks", "item_trending_v1__trend_score", "item_features_v1__popularity"]
+                   "user_session_v1__session_clicks", "item_trending_v1__trend_score", "item_features_v1__events_30d"]
 
 
 def train_ranker(features: list[str], seed: int = 0, n: int = 400):
@@ -159,10 +163,10 @@ def train_ranker(features: list[str], seed: int = 0, n: int = 400):
     x = pd.DataFrame({name: rng.uniform(0, 1, n) for name in features})
     if "request__item_in_last_category" in x:
         x["request__item_in_last_category"] = rng.integers(0, 2, n).astype(float)
-    logit = 2 * x.get("item_features_v1__popularity", 0) + 4 * x.get("request__item_in_last_category", 0) - 2
+    logit = 2 * x.get("item_features_v1__events_30d", 0) + 4 * x.get("request__item_in_last_category", 0) - 2
     y = (rng.uniform(0, 1, n) < 1 / (1 + np.exp(-logit))).astype(int)
-    if "item_features_v1__popularity" in x:
-        x["item_features_v1__popularity"] *= N_ITEMS
+    if "item_features_v1__events_30d" in x:
+        x["item_features_v1__events_30d"] *= N_ITEMS
     model = xgb.XGBClassifier(n_estimators=20, max_depth=3, learning_rate=0.3, random_state=seed)
     model.fit(x, y)
     return model
