@@ -239,3 +239,13 @@ def test_rerunning_the_last_day_is_idempotent(batch):
                                       before[view].sort_values(order).reset_index(drop=True))
         changed = {f.split("/")[0] for f, m in _tree_state(tables[view]).items() if files_before[view].get(f) != m}
         assert changed == {f"date={ctx.days[-1]}"}
+
+
+def test_examples_are_reproducible(batch):
+    from pipelines.batch.training import KEY_COLUMNS, labelled_examples
+
+    ctx = batch["ctx"]
+    start, end = (pd.Timestamp(t).to_pydatetime() for t in ctx.training_set.attrs["window"])
+    again = labelled_examples(ctx.spark, batch["dataset"], start, end)
+    built = ctx.training_set[list(KEY_COLUMNS)]
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), built.reset_index(drop=True), check_dtype=False)
