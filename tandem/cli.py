@@ -18,6 +18,8 @@ services_app = typer.Typer(help="Start, stop and inspect the local Redis, Kafka 
 data_app = typer.Typer(help="Produce datasets in tandem's event schema.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(help="Train, log and register the batch and online rankers (MLflow).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 
 ServiceNames = Annotated[
     list[str] | None,
@@ -125,9 +127,8 @@ def data_movielens(
     out: Annotated[Path | None, typer.Option(help="Dataset directory to write (default: settings' data dir).")] = None,
 ) -> None:
     """Map a MovieLens directory (ratings.csv, movies.csv) onto tandem's event schema."""
-    from pipelines.movielens import convert_movielens
-
     from pipelines.dataset import DatasetError
+    from pipelines.movielens import convert_movielens
 
     settings = _settings()
     out = out or settings.data_dir
@@ -137,6 +138,140 @@ def data_movielens(
     except DatasetError as exc:
         fail(str(exc))
     _print_dataset(out, meta)
+
+
+DataOption = Annotated[Path | None, typer.Option(help="Dataset directory (default: settings' data dir).")]
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's own progress bars and run links would drown the CLI's output."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def _read_dataset(data: Path):
+    from models.jobs import read_dataset
+    from pipelines.dataset import DatasetError
+
+    try:
+        return read_dataset(data)
+    except DatasetError as exc:
+        fail(str(exc))
+
+
+def _as_of_seconds(as_of: str | None) -> float | None:
+    if as_of is None:
+        return None
+    from datetime import datetime
+
+    try:
+        ts = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--as-of {as_of!r} is not an ISO-8601 time (expected e.g. 2025-02-01T00:00:00Z)")
+    if ts.tzinfo is None:
+        fail(f"--as-of {as_of!r} has no timezone (expected UTC, e.g. 2025-02-01T00:00:00Z)")
+    return ts.timestamp()
+
+
+@train_app.command("batch")
+def train_batch(
+    data: DataOption = None,
+    as_of: Annotated[str | None, typer.Option(help="Train on history before this time (default: all of it).")] = None,
+    window: Annotated[float, typer.Option(min=0.01, max=0.45,
+                                          help="Label and holdout window, as a share of the history span.")] = 0.2,
+    candidates: Annotated[int, typer.Option(min=1, help="Candidates kept per user in the offline store.")] = 100,
+) -> None:
+    """Train the XGBoost batch ranker, log it to MLflow, register `batch-ranker`, gate `champion`, write candidates."""
+    from models.jobs import train_batch_from_dataset
+    from models.train import TrainingError
+
+    settings = _settings()
+    _quiet_mlflow()
+    data = data or settings.data_dir
+    events, items = _read_dataset(data)
+    try:
+        with progress_bar("training the batch ranker (features, XGBoost, MLflow, candidates)") as update:
+            result = train_batch_from_dataset(events, items, settings.mlflow_uri, settings.offline_dir,
+                                              as_of=_as_of_seconds(as_of), window_fraction=window,
+                                              candidates_limit=candidates)
+            update(1, 1)
+    except TrainingError as exc:
+        fail(str(exc))
+    reg = result.registration
+    console.print(f"[green]registered[/] {reg.model_name} v{reg.version} (run {reg.run_id}) on "
+                  f"{result.train_rows:,} training rows; holdout ({result.holdout_rows:,} rows): "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in reg.metrics.items() if k in ("auc", "ndcg@10", "recall@10",
+                                                                                       "hitrate@10")))
+    console.print(f"champion: {'[green]yes[/]' if reg.champion else '[yellow]no[/]'} — {reg.reason}")
+    if result.candidates_path:
+        console.print(f"candidate lists for {result.candidate_users:,} users → {result.candidates_path.parent}")
+
+
+@train_app.command("online")
+def train_online(
+    data: DataOption = None,
+    window: Annotated[float, typer.Option(min=0.01, max=0.9,
+                                          help="Replay this latest share of the history as the stream.")] = 0.2,
+    publish_every: Annotated[int, typer.Option(min=100, help="Examples per update (one candidate version each).")
+                             ] = 4_000,
+) -> None:
+    """Update the online ranker from streamed labelled examples; register each update that passes its sanity check."""
+    from models.jobs import online_examples, update_online_model
+    from models.registry import BATCH_MODEL, RegistryError, load_champion
+    from models.train import TrainingError
+
+    settings = _settings()
+    _quiet_mlflow()
+    data = data or settings.data_dir
+    events, items = _read_dataset(data)
+    try:
+        batch = load_champion(BATCH_MODEL, settings.mlflow_uri)
+        with progress_bar("replaying the stream into labelled examples") as update:
+            examples = online_examples(events, items, batch.model, window_fraction=window, progress=update)
+        with progress_bar("updating the online ranker") as update:
+            result = update_online_model(examples, settings.mlflow_uri, publish_every=publish_every, progress=update)
+    except (RegistryError, TrainingError) as exc:
+        fail(str(exc))
+    console.print(f"online ranker: {result.examples:,} examples in {result.updates} updates "
+                  f"(batch scores from batch-ranker v{batch.version})")
+    for reg in result.registrations:
+        state = f"v{reg.version} champion" if reg.champion else "not registered"
+        console.print(f"  {state}: sanity AUC {reg.metrics['sanity_auc']:.4f} — {reg.reason}")
+
+
+@app.command("evaluate")
+def evaluate(
+    data: DataOption = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON here.")] = None,
+    k: Annotated[int, typer.Option(min=1, help="List length (the protocol's default is 10).")] = 10,
+) -> None:
+    """DESIGN.md §5: split by time at the 80th percentile, replay after T, report popularity/batch/stream/hybrid."""
+    from models.evaluate import EvaluationConfig, EvaluationError, evaluate_dataset, write_report
+    from models.train import TrainingError
+    from pipelines.dataset import DatasetError
+
+    settings = _settings()
+    data = data or settings.data_dir
+    try:
+        with progress_bar(f"evaluating on {data} (train before T, replay after)") as update:
+            result = evaluate_dataset(data, EvaluationConfig(k=k), progress=update)
+    except (DatasetError, EvaluationError, TrainingError) as exc:
+        fail(str(exc))
+    table = Table(title=f"tandem evaluate — {result.details['queries']:,} replayed queries after "
+                        f"{result.details['split_ts']}")
+    for col in ("system", f"HitRate@{k}", f"NDCG@{k}", f"Recall@{k}"):
+        table.add_column(col)
+    for row in result.rows:
+        table.add_row(row["name"], f"{row[f'hitrate@{k}']:.4f}", f"{row[f'ndcg@{k}']:.4f}",
+                      f"{row[f'recall@{k}']:.4f}")
+    console.print(table)
+    console.print(f"mode: {result.mode}")
+    md_path, js_path = write_report(result, settings.home / "reports", json_path)
+    console.print(f"report: {md_path} and {js_path}" + (f"; JSON also at {json_path}" if json_path else ""))
 
 
 @app.command("env")

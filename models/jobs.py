@@ -1,0 +1,244 @@
+"""The steps `tandem train batch|online` run, and the thin calls the batch path makes into models/.
+
+* `train_and_register_batch` — the batch path's model step: given the point-in-time training
+  frame and a later holdout frame (Feast historical retrieval, or the in-process frames here),
+  check, train, log, register, gate the champion.
+* `train_batch_from_dataset` — the same from a dataset directory with in-process features, then
+  the candidate lists scored by the new ranker written to the offline store.
+* `train_online_from_dataset` — replays the latest window through the stream state to produce the
+  labelled examples the stream sink emits, continues the online champion with them in
+  micro-batches, and registers every micro-batch update that passes its sanity check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.candidates import candidates_frame
+from models.evaluate import BatchScores, Replayer, _encode, _reveal
+from models.evaluate import EvaluationConfig as ReplayConfig
+from models.features import BATCH_FEATURES, Catalog, EventLog
+from models.online import LABEL, OnlineTrainer, new_online_model, partial_fit, sanity_check
+from models.registry import (
+    BATCH_MODEL,
+    ONLINE_MODEL,
+    Registration,
+    RegistryError,
+    champion_version,
+    load_champion,
+    register_batch_ranker,
+    register_online_ranker,
+)
+from models.session import session_tracker
+from models.train import (
+    BatchRanker,
+    TrainingError,
+    build_training_frame,
+    build_window,
+    check_training_frame,
+    time_window,
+    train_batch_ranker,
+)
+
+IN_PROCESS_FEATURE_SERVICE = "ranker_batch_v1 (in-process)"
+CANDIDATES_TABLE = "user_candidates"
+POPULAR_TABLE = "popular_items"
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class BatchTrainResult:
+    registration: Registration
+    train_rows: int
+    holdout_rows: int
+    candidates_path: Path | None = None
+    candidate_users: int = 0
+
+
+def train_and_register_batch(train_frame: pd.DataFrame, holdout_frame: pd.DataFrame, feature_columns: list[str],
+                             feature_service: str, tracking_uri: str, validation: dict[str, Any] | None = None,
+                             params: dict[str, Any] | None = None) -> tuple[BatchRanker, Registration]:
+    """Check the frame, train the XGBoost ranker, log and register it; the champion gate decides the alias.
+
+    `validation` is an upstream result (e.g. a GX checkpoint); the frame checks are always added.
+    A frame that fails its checks is still logged (with the failure) but never trained on.
+    """
+    checks = check_training_frame(train_frame, feature_columns)
+    merged = {"success": checks["success"] and (validation or {}).get("success", True),
+              "frame_checks": checks, "upstream": validation, "failures": list(checks["failures"])}
+    if validation is not None and not validation.get("success", True):
+        merged["failures"].append("upstream validation failed")
+    if not checks["success"]:
+        raise TrainingError(f"training frame rejected: {'; '.join(checks['failures'])}")
+    ranker = train_batch_ranker(train_frame, feature_columns, params=params)
+    window = {"train": time_window(train_frame), "holdout": time_window(holdout_frame)}
+    registration = register_batch_ranker(ranker, holdout_frame, feature_service=feature_service, data_window=window,
+                                         validation=merged, tracking_uri=tracking_uri)
+    return ranker, registration
+
+
+def _windows(log: EventLog, as_of: float | None, window_fraction: float) -> tuple[float, float, float]:
+    end = float(log.ts[-1]) + 1e-6 if as_of is None else as_of
+    span = end - float(log.ts[0])
+    if span <= 0:
+        raise TrainingError("the dataset covers no time span: cannot make training and holdout windows")
+    width = window_fraction * span
+    return end - 2 * width, end - width, end
+
+
+def train_batch_from_dataset(events: pd.DataFrame, items: pd.DataFrame, tracking_uri: str, offline_dir: Path | None,
+                             as_of: float | None = None, window_fraction: float = 0.2, candidates_limit: int = 100,
+                             params: dict[str, Any] | None = None) -> BatchTrainResult:
+    """In-process batch step: frames from the events, train/register, then write scored candidate lists."""
+    catalog, log = _encode(events, items)
+    t1, t2, end = _windows(log, as_of, window_fraction)
+    train_frame = build_training_frame(log, catalog, build_window(log, catalog, t1), t2)
+    window2 = build_window(log, catalog, t2)
+    holdout = build_training_frame(log, catalog, window2, end, seed=8)
+    ranker, registration = train_and_register_batch(train_frame, holdout, list(BATCH_FEATURES),
+                                                    IN_PROCESS_FEATURE_SERVICE, tracking_uri, params=params)
+    result = BatchTrainResult(registration, len(train_frame), len(holdout))
+    if offline_dir is not None:
+        scorer = ranker if registration.champion else load_champion(BATCH_MODEL, tracking_uri).model
+        frame, popular = score_candidates(scorer, log, catalog, end, candidates_limit)
+        result.candidates_path = write_offline_table(frame, Path(offline_dir) / CANDIDATES_TABLE)
+        write_offline_table(popular, Path(offline_dir) / POPULAR_TABLE)
+        result.candidate_users = len(frame)
+    return result
+
+
+def score_candidates(ranker: BatchRanker, log: EventLog, catalog: Catalog, as_of: float, limit: int = 100
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each user's candidate list as of `as_of` scored by `ranker`, and the global popular list for new users."""
+    if list(ranker.feature_columns) != list(BATCH_FEATURES):
+        raise TrainingError(f"ranker reads {ranker.feature_columns}, but in-process candidate scoring builds "
+                            f"{list(BATCH_FEATURES)}: score through the Feast path instead")
+    window = build_window(log, catalog, as_of)
+    cand = window.candidates
+    users = np.repeat(np.arange(len(cand.offsets) - 1), np.diff(cand.offsets))
+    scores = ranker.predict(window.rows(users, cand.items)) if len(users) else np.zeros(0)
+    ts = pd.Timestamp(as_of, unit="s", tz="UTC")
+    frame = candidates_frame(cand, log, catalog, scores, ts, limit)
+    popular = pd.DataFrame({"rank": np.arange(1, len(cand.popular) + 1),
+                            "item_id": catalog.item_ids[cand.popular].astype(str),
+                            "event_timestamp": pd.Series([ts] * len(cand.popular), dtype="datetime64[us, UTC]")})
+    return frame, popular
+
+
+def write_offline_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a frame as the single parquet file of an offline-store table directory (microsecond timestamps)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.parquet"):
+        old.unlink()
+    target = path / "part-00000.parquet"
+    tmp = path / ".part-00000.parquet.tmp"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, coerce_timestamps="us")
+    tmp.replace(target)
+    return target
+
+
+@dataclass
+class OnlineTrainResult:
+    registrations: list[Registration]
+    examples: int
+    updates: int
+
+
+def online_examples(events: pd.DataFrame, items: pd.DataFrame, ranker: BatchRanker, start: float | None = None,
+                    window_fraction: float = 0.2, progress: Progress | None = None) -> pd.DataFrame:
+    """The labelled examples the stream sink emits for the events after `start` (default: the last window).
+
+    Each interaction with an item new to the user gives one positive row and sampled negatives from
+    what the system would have shown, with stream features from the state just before the event
+    and batch scores from features as of `start`.
+    """
+    if list(ranker.feature_columns) != list(BATCH_FEATURES):
+        raise TrainingError(f"batch champion reads {ranker.feature_columns}; the in-process replay builds "
+                            f"{list(BATCH_FEATURES)}")
+    catalog, log = _encode(events, items)
+    if start is None:
+        start = float(log.ts[-1]) - window_fraction * (float(log.ts[-1]) - float(log.ts[0]))
+    window = build_window(log, catalog, start)
+    stream = session_tracker(catalog.item_category, catalog.n_categories)
+    seen: dict[int, set[int]] = {}
+    first = int(np.searchsorted(log.ts, start, side="left"))
+    for j in range(first):
+        _reveal(stream, seen, log, j)
+    config = ReplayConfig()
+    replay = Replayer(catalog, window, BatchScores(ranker, window, catalog.n_items), stream,
+                      OnlineTrainer(), config, np.random.default_rng(config.seed))
+    frames = []
+    for j in range(first, len(log)):
+        user, item, now = int(log.user[j]), int(log.item[j]), float(log.ts[j])
+        user_seen = seen.setdefault(user, set())
+        if item not in user_seen:
+            frame = replay.examples(user, item, now, user_seen, replay.batch)
+            frame["event_timestamp"] = now
+            frames.append(frame)
+        _reveal(stream, seen, log, j)
+        if progress and (j - first) % 500 == 0:
+            progress(j - first, len(log) - first)
+    if not frames:
+        raise TrainingError("no interaction with a new item after the start of the window: no examples")
+    out = pd.concat(frames, ignore_index=True)
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], unit="s", utc=True)
+    return out
+
+
+def update_online_model(examples: pd.DataFrame, tracking_uri: str, publish_every: int = 4_000,
+                        progress: Progress | None = None) -> OnlineTrainResult:
+    """Continue the online champion (or a new model) on time-ordered examples, publishing sane updates.
+
+    Prequential: each micro-batch of `publish_every` examples is first the sanity check of the model
+    trained on everything before it, then training data. An update that passes is registered and
+    becomes champion; one that fails is logged with the reason and not registered.
+    """
+    if LABEL not in examples.columns:
+        raise TrainingError(f"online examples need a {LABEL!r} column")
+    try:
+        champion = load_champion(ONLINE_MODEL, tracking_uri).model if champion_version(ONLINE_MODEL, tracking_uri) \
+            else None
+    except RegistryError:
+        champion = None
+    model = _copy(champion) if champion is not None else new_online_model()
+    examples = examples.sort_values("event_timestamp", kind="stable") if "event_timestamp" in examples else examples
+    chunks = [examples.iloc[i:i + publish_every] for i in range(0, len(examples), publish_every)]
+    registrations: list[Registration] = []
+    fitted_on = 0
+    for n, chunk in enumerate(chunks):
+        if fitted_on:
+            sanity = sanity_check(model, chunk, champion)
+            window = {"start": str(examples["event_timestamp"].iloc[0]) if "event_timestamp" in examples else "",
+                      "end": str(chunk["event_timestamp"].iloc[0]) if "event_timestamp" in chunk else ""}
+            reg = register_online_ranker(model, sanity, data_window=window, tracking_uri=tracking_uri,
+                                         examples_seen=fitted_on, params={"publish_every": publish_every})
+            registrations.append(reg)
+            if reg.champion:
+                champion = _copy(model)
+        partial_fit(model, chunk, chunk[LABEL].to_numpy())
+        fitted_on += len(chunk)
+        if progress:
+            progress(n + 1, len(chunks))
+    return OnlineTrainResult(registrations, fitted_on, len(chunks))
+
+
+def _copy(model: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def read_dataset(dataset_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Events and items of a dataset directory (pipelines/dataset.py layout) as pandas."""
+    from pipelines.dataset import read_events, read_items
+
+    return read_events(dataset_dir).to_pandas(), read_items(dataset_dir).to_pandas()
