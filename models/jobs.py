@@ -63,7 +63,8 @@ class BatchTrainResult:
 
 def train_and_register_batch(train_frame: pd.DataFrame, holdout_frame: pd.DataFrame, feature_columns: list[str],
                              feature_service: str, tracking_uri: str, validation: dict[str, Any] | None = None,
-                             params: dict[str, Any] | None = None) -> tuple[BatchRanker, Registration]:
+                             params: dict[str, Any] | None = None, model_name: str = BATCH_MODEL
+                             ) -> tuple[BatchRanker, Registration]:
     """Check the frame, train the XGBoost ranker, log and register it; the champion gate decides the alias.
 
     `validation` is an upstream result (e.g. a GX checkpoint); the frame checks are always added.
@@ -79,7 +80,7 @@ def train_and_register_batch(train_frame: pd.DataFrame, holdout_frame: pd.DataFr
     ranker = train_batch_ranker(train_frame, feature_columns, params=params)
     window = {"train": time_window(train_frame), "holdout": time_window(holdout_frame)}
     registration = register_batch_ranker(ranker, holdout_frame, feature_service=feature_service, data_window=window,
-                                         validation=merged, tracking_uri=tracking_uri)
+                                         validation=merged, tracking_uri=tracking_uri, model_name=model_name)
     return ranker, registration
 
 
@@ -195,7 +196,7 @@ def online_examples(events: pd.DataFrame, items: pd.DataFrame, ranker: BatchRank
 
 
 def update_online_model(examples: pd.DataFrame, tracking_uri: str, publish_every: int = 4_000,
-                        progress: Progress | None = None) -> OnlineTrainResult:
+                        progress: Progress | None = None, model_name: str = ONLINE_MODEL) -> OnlineTrainResult:
     """Continue the online champion (or a new model) on time-ordered examples, publishing sane updates.
 
     Prequential: each micro-batch of `publish_every` examples is first the sanity check of the model
@@ -205,7 +206,7 @@ def update_online_model(examples: pd.DataFrame, tracking_uri: str, publish_every
     if LABEL not in examples.columns:
         raise TrainingError(f"online examples need a {LABEL!r} column")
     try:
-        champion = load_champion(ONLINE_MODEL, tracking_uri).model if champion_version(ONLINE_MODEL, tracking_uri) \
+        champion = load_champion(model_name, tracking_uri).model if champion_version(model_name, tracking_uri) \
             else None
     except RegistryError:
         champion = None
@@ -220,7 +221,8 @@ def update_online_model(examples: pd.DataFrame, tracking_uri: str, publish_every
             window = {"start": str(examples["event_timestamp"].iloc[0]) if "event_timestamp" in examples else "",
                       "end": str(chunk["event_timestamp"].iloc[0]) if "event_timestamp" in chunk else ""}
             reg = register_online_ranker(model, sanity, data_window=window, tracking_uri=tracking_uri,
-                                         examples_seen=fitted_on, params={"publish_every": publish_every})
+                                         examples_seen=fitted_on, params={"publish_every": publish_every},
+                                         model_name=model_name)
             registrations.append(reg)
             if reg.champion:
                 champion = _copy(model)

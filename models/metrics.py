@@ -115,8 +115,9 @@ def grouped_ranking_metrics(groups: np.ndarray, labels: np.ndarray, scores: np.n
     if not (len(groups) == len(labels) == len(scores)):
         raise ValueError(f"grouped_ranking_metrics: lengths differ (groups {len(groups)}, labels {len(labels)}, "
                          f"scores {len(scores)})")
-    # sort by group, then score descending: rank within group = position - group start + 1
-    order = np.lexsort((-scores, groups))
+    # sort by group, then score descending, ties broken pessimistically (negatives first) so a constant
+    # scorer cannot look good because positives happen to come first in the frame
+    order = np.lexsort((labels, -scores, groups))
     g, lab = groups[order], labels[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
     group_index = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(g)]))

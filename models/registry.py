@@ -156,6 +156,13 @@ def _log_json(mlflow: Any, obj: Any, name: str) -> None:
         mlflow.log_artifact(str(path))
 
 
+def _requirements(package: str) -> list[str]:
+    """The model's pinned requirements, stated rather than inferred (inference costs seconds per logged model)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in (package, "numpy", "pandas")]
+
+
 def _metric_name(name: str) -> str:
     return name.replace("@", "_at_")
 
@@ -217,7 +224,7 @@ def register_batch_ranker(ranker: BatchRanker, holdout: pd.DataFrame, *, feature
                   "features.json")
         mlflow.set_tags({"feature_service": feature_service, "validation": "passed" if validation["success"]
                          else "failed", "champion_decision": reason})
-        info = mlflow.xgboost.log_model(ranker.booster, name="model")
+        info = mlflow.xgboost.log_model(ranker.booster, name="model", pip_requirements=_requirements("xgboost"))
     mv = mlflow.register_model(info.model_uri, model_name,
                                tags={"feature_service": feature_service, "flavor": "xgboost",
                                      "feature_columns": json.dumps(ranker.feature_columns),
@@ -255,7 +262,7 @@ def register_online_ranker(model: Any, sanity: SanityResult, *, data_window: dic
         if not sanity.success:
             return Registration(model_name, run.info.run_id, None, False, previous, metrics, None,
                                 f"not registered: sanity check failed ({sanity.reason})")
-        info = mlflow.sklearn.log_model(model, name="model")
+        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=_requirements("scikit-learn"))
     mv = mlflow.register_model(info.model_uri, model_name,
                                tags={"flavor": "sklearn", "feature_columns": json.dumps(list(ONLINE_FEATURES)),
                                      "validation": "passed", "sanity_auc": f"{sanity.auc:.6f}"})

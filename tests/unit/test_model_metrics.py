@@ -55,3 +55,10 @@ def test_grouped_ranking_metrics_by_hand():
     assert out["ndcg@1"] == 0.5
     out3 = grouped_ranking_metrics(groups, labels, scores, k=3)
     assert out3["ndcg@3"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
+
+
+def test_ties_do_not_favour_positives():
+    groups = np.array(["u"] * 4)
+    labels = np.array([1, 0, 0, 0])
+    out = grouped_ranking_metrics(groups, labels, np.zeros(4), k=1)
+    assert out["hitrate@1"] == 0.0
