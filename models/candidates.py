@@ -179,9 +179,11 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 
 
 def candidates_frame(candidates: Candidates, log: EventLog, catalog: Catalog, scores: np.ndarray | None,
-                     as_of_ts: pd.Timestamp, limit: int | None = None) -> pd.DataFrame:
-    """Each user's list as one row for the offline store: user_id, event_timestamp, candidate ids and scores.
+                     as_of_ts: pd.Timestamp, limit: int | None = None, source: str = "retrieval") -> pd.DataFrame:
+    """Each user's list as one row for the offline store (feature view user_candidates_v1).
 
+    Columns: user_id, event_timestamp, candidate_item_ids, candidate_scores, candidate_source (what
+    scored the list, e.g. "batch-ranker v3").
     `scores` are the batch ranker's scores aligned with `candidates.items`; lists are sorted by them,
     best first, and cut to `limit`. Users with no history have no row: serving falls back to the
     global popular list (`popular_frame`).
@@ -204,4 +206,5 @@ def candidates_frame(candidates: Candidates, log: EventLog, catalog: Catalog, sc
         "event_timestamp": pd.Series([ts] * len(rows_user), dtype="datetime64[us, UTC]"),
         "candidate_item_ids": rows_items,
         "candidate_scores": rows_scores,
+        "candidate_source": [source] * len(rows_user),
     })

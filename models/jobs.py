@@ -106,16 +106,18 @@ def train_batch_from_dataset(events: pd.DataFrame, items: pd.DataFrame, tracking
                                                     IN_PROCESS_FEATURE_SERVICE, tracking_uri, params=params)
     result = BatchTrainResult(registration, len(train_frame), len(holdout))
     if offline_dir is not None:
-        scorer = ranker if registration.champion else load_champion(BATCH_MODEL, tracking_uri).model
-        frame, popular = score_candidates(scorer, log, catalog, end, candidates_limit)
+        scorer = load_champion(BATCH_MODEL, tracking_uri) if not registration.champion else None
+        source = f"{BATCH_MODEL} v{scorer.version if scorer else registration.version}"
+        frame, popular = score_candidates(scorer.model if scorer else ranker, log, catalog, end, candidates_limit,
+                                          source)
         result.candidates_path = write_offline_table(frame, Path(offline_dir) / CANDIDATES_TABLE)
         write_offline_table(popular, Path(offline_dir) / POPULAR_TABLE)
         result.candidate_users = len(frame)
     return result
 
 
-def score_candidates(ranker: BatchRanker, log: EventLog, catalog: Catalog, as_of: float, limit: int = 100
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def score_candidates(ranker: BatchRanker, log: EventLog, catalog: Catalog, as_of: float, limit: int = 100,
+                     source: str = BATCH_MODEL) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each user's candidate list as of `as_of` scored by `ranker`, and the global popular list for new users."""
     if list(ranker.feature_columns) != list(BATCH_FEATURES):
         raise TrainingError(f"ranker reads {ranker.feature_columns}, but in-process candidate scoring builds "
@@ -125,7 +127,7 @@ def score_candidates(ranker: BatchRanker, log: EventLog, catalog: Catalog, as_of
     users = np.repeat(np.arange(len(cand.offsets) - 1), np.diff(cand.offsets))
     scores = ranker.predict(window.rows(users, cand.items)) if len(users) else np.zeros(0)
     ts = pd.Timestamp(as_of, unit="s", tz="UTC")
-    frame = candidates_frame(cand, log, catalog, scores, ts, limit)
+    frame = candidates_frame(cand, log, catalog, scores, ts, limit, source)
     popular = pd.DataFrame({"rank": np.arange(1, len(cand.popular) + 1),
                             "item_id": catalog.item_ids[cand.popular].astype(str),
                             "event_timestamp": pd.Series([ts] * len(cand.popular), dtype="datetime64[us, UTC]")})
