@@ -127,3 +127,27 @@ class SessionTracker:
 def session_tracker(item_category: np.ndarray, n_categories: int) -> StreamState:
     """The default StreamStateFactory."""
     return SessionTracker(item_category, n_categories)
+
+
+def session_view_from_features(values: dict | None, category_index: dict[str, int], item_index: dict[str, int],
+                               n_categories: int) -> SessionView | None:
+    """A SessionView from the stream's user_session_v1 values (what serving reads from Redis, the sink receives).
+
+    Unknown items and categories are dropped. The stream keeps the live session only, so the
+    session's category counts also stand in for the decayed recent counts.
+    """
+    if not values:
+        return None
+    view = SessionView(n_categories)
+    view.last_items = [item_index[i] for i in values.get("last_item_ids") or [] if i in item_index]
+    view.last_category = category_index.get(values.get("last_category") or "", -1)
+    epoch = values.get("last_event_epoch")
+    view.last_event_ts = float(epoch) if epoch is not None else float("nan")
+    view.session_events = int(values.get("session_events") or 0)
+    view.session_clicks = int(values.get("session_clicks") or 0)
+    for cat, count in zip(values.get("session_categories") or [], values.get("session_category_counts") or [],
+                          strict=False):
+        if cat in category_index:
+            view.session_category_counts[category_index[cat]] += float(count)
+    view.recent_category_counts = view.session_category_counts.copy()
+    return view
