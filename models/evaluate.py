@@ -235,7 +235,8 @@ class Replayer:
         return frame
 
 
-def _encode(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table) -> tuple[Catalog, EventLog]:
+def encode_dataset(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table) -> tuple[Catalog, EventLog]:
+    """The item catalogue (items seen only in events included) and the encoded event log."""
     ev = events.to_pandas() if isinstance(events, pa.Table) else events
     if len(ev) < 100:
         raise EvaluationError(f"the dataset has {len(ev)} events; the evaluation needs at least 100")
@@ -250,7 +251,7 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
     """Run the whole protocol on an event log and its item catalogue; return the four-row table."""
     config = config or EvaluationConfig()
     started = time.perf_counter()
-    catalog, log = _encode(events, items)
+    catalog, log = encode_dataset(events, items)
     rng = np.random.default_rng(config.seed)
     split = float(np.quantile(log.ts, config.split_quantile))
     span = split - float(log.ts[0])

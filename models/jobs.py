@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from models.candidates import candidates_frame
-from models.evaluate import BatchScores, Replayer, _encode, _reveal
+from models.evaluate import BatchScores, Replayer, _reveal, encode_dataset
 from models.evaluate import EvaluationConfig as ReplayConfig
 from models.features import BATCH_FEATURES, Catalog, EventLog
 from models.online import LABEL, OnlineTrainer, new_online_model, partial_fit, sanity_check
@@ -97,7 +97,7 @@ def train_batch_from_dataset(events: pd.DataFrame, items: pd.DataFrame, tracking
                              as_of: float | None = None, window_fraction: float = 0.2, candidates_limit: int = 100,
                              params: dict[str, Any] | None = None) -> BatchTrainResult:
     """In-process batch step: frames from the events, train/register, then write scored candidate lists."""
-    catalog, log = _encode(events, items)
+    catalog, log = encode_dataset(events, items)
     t1, t2, end = _windows(log, as_of, window_fraction)
     train_frame = build_training_frame(log, catalog, build_window(log, catalog, t1), t2)
     window2 = build_window(log, catalog, t2)
@@ -167,7 +167,7 @@ def online_examples(events: pd.DataFrame, items: pd.DataFrame, ranker: BatchRank
     if list(ranker.feature_columns) != list(BATCH_FEATURES):
         raise TrainingError(f"batch champion reads {ranker.feature_columns}; the in-process replay builds "
                             f"{list(BATCH_FEATURES)}")
-    catalog, log = _encode(events, items)
+    catalog, log = encode_dataset(events, items)
     if start is None:
         start = float(log.ts[-1]) - window_fraction * (float(log.ts[-1]) - float(log.ts[0]))
     window = build_window(log, catalog, start)

@@ -140,7 +140,7 @@ def from_settings() -> OnlineExampleSink:
     Batch scores come from the batch champion on in-process features of the settings' dataset;
     the online champion (if any) is continued; sane updates are published to MLflow.
     """
-    from models.evaluate import _encode
+    from models.evaluate import encode_dataset
     from models.jobs import read_dataset
     from models.registry import BATCH_MODEL, ONLINE_MODEL, champion_version, load_champion
     from models.train import build_window
@@ -148,7 +148,7 @@ def from_settings() -> OnlineExampleSink:
 
     settings = get_settings()
     events, items = read_dataset(settings.data_dir)
-    catalog, log = _encode(events, items)
+    catalog, log = encode_dataset(events, items)
     window = build_window(log, catalog, float(log.ts[-1]) + 1e-6)
     ranker = load_champion(BATCH_MODEL, settings.mlflow_uri).model
     online = load_champion(ONLINE_MODEL, settings.mlflow_uri).model \
