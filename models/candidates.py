@@ -208,3 +208,26 @@ def candidates_frame(candidates: Candidates, log: EventLog, catalog: Catalog, sc
         "candidate_scores": rows_scores,
         "candidate_source": [source] * len(rows_user),
     })
+
+
+def item_neighbours_frame(covisit: sparse.csr_matrix, catalog: Catalog, as_of_ts: pd.Timestamp, n: int = 30
+                          ) -> pd.DataFrame:
+    """Each item's n strongest co-visited items, for serving's session candidates and the online model's
+    `last_item_covisit` (models/online.py `last_item_covisit_from_lists`): item_id, event_timestamp,
+    neighbour_item_ids, neighbour_scores (best first). Items without co-visits have no row."""
+    covisit = covisit.tocsr()
+    ids, neighbours, scores = [], [], []
+    for i in range(covisit.shape[0]):
+        lo, hi = covisit.indptr[i], covisit.indptr[i + 1]
+        if hi == lo:
+            continue
+        cols, vals = covisit.indices[lo:hi], covisit.data[lo:hi]
+        order = np.argsort(-vals, kind="stable")[:n]
+        ids.append(str(catalog.item_ids[i]))
+        neighbours.append([str(catalog.item_ids[c]) for c in cols[order]])
+        scores.append([float(v) for v in vals[order]])
+    ts = pd.Timestamp(as_of_ts)
+    ts = ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")
+    return pd.DataFrame({"item_id": ids,
+                         "event_timestamp": pd.Series([ts] * len(ids), dtype="datetime64[us, UTC]"),
+                         "neighbour_item_ids": neighbours, "neighbour_scores": scores})

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.candidates import candidates_frame
+from models.candidates import candidates_frame, covisitation_matrix, item_neighbours_frame
 from models.evaluate import BatchScores, Replayer, _reveal, encode_dataset
 from models.evaluate import EvaluationConfig as ReplayConfig
 from models.features import BATCH_FEATURES, Catalog, EventLog
@@ -49,6 +49,7 @@ from models.train import (
 IN_PROCESS_FEATURE_SERVICE = "ranker_batch_v1 (in-process)"
 CANDIDATES_TABLE = "user_candidates"
 POPULAR_TABLE = "popular_items"
+NEIGHBOURS_TABLE = "item_neighbours"
 Progress = Callable[[int, int], None]
 
 
@@ -112,6 +113,9 @@ def train_batch_from_dataset(events: pd.DataFrame, items: pd.DataFrame, tracking
                                           source)
         result.candidates_path = write_offline_table(frame, Path(offline_dir) / CANDIDATES_TABLE)
         write_offline_table(popular, Path(offline_dir) / POPULAR_TABLE)
+        covisit = covisitation_matrix(log.before(end), catalog.n_items)
+        write_offline_table(item_neighbours_frame(covisit, catalog, pd.Timestamp(end, unit="s", tz="UTC")),
+                            Path(offline_dir) / NEIGHBOURS_TABLE)
         result.candidate_users = len(frame)
     return result
 

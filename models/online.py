@@ -55,6 +55,24 @@ def last_item_covisit(view: SessionView | None, items: np.ndarray, covisit: Any)
     return np.asarray(rows.T @ weights).ravel() if hasattr(rows, "T") else np.zeros(len(items))
 
 
+def last_item_covisit_from_lists(last_item_ids: list[str], candidate_ids: list[str],
+                                 neighbours: dict[str, tuple[list[str], list[float]]]) -> np.ndarray:
+    """`last_item_covisit` from per-item neighbour lists (the item_neighbours table) instead of the matrix.
+
+    `neighbours[item_id] = (neighbour_item_ids, neighbour_scores)`; the same 1/position weighting of
+    the last items, so it equals the matrix version wherever the lists are not truncated.
+    """
+    index = {c: k for k, c in enumerate(candidate_ids)}
+    out = np.zeros(len(candidate_ids))
+    for pos, last in enumerate(last_item_ids, start=1):
+        ids, scores = neighbours.get(last, ([], []))
+        for other, score in zip(ids, scores, strict=False):
+            k = index.get(other)
+            if k is not None:
+                out[k] += score / pos
+    return out
+
+
 def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: np.ndarray, view: SessionView | None,
                     covisit_with_last: np.ndarray, trend: np.ndarray, now: float) -> np.ndarray:
     """The online model's rows (ONLINE_FEATURES order) for one user's candidates at time `now`.

@@ -55,3 +55,22 @@ def test_popular_items_order_and_exclusion():
     pop = np.array([5.0, 1.0, 9.0, 0.0])
     assert list(popular_items(pop, 3)) == [2, 0, 1]
     assert list(popular_items(pop, 3, exclude=np.array([2]))) == [0, 1, 3]
+
+
+def test_neighbour_lists_give_the_same_covisit_as_the_matrix():
+    from models.candidates import item_neighbours_frame
+    from models.online import last_item_covisit, last_item_covisit_from_lists
+    from models.session import SessionView
+
+    events, items = drifting_log(n_users=30, n_items=24, days=4, sessions_per_user=4)
+    catalog = Catalog.from_items(items)
+    log = encode_events(events, catalog)
+    cov = covisitation_matrix(log, catalog.n_items)
+    frame = item_neighbours_frame(cov, catalog, pd.Timestamp("2025-01-01", tz="UTC"), n=catalog.n_items)
+    lists = {r.item_id: (r.neighbour_item_ids, r.neighbour_scores) for r in frame.itertuples()}
+    view = SessionView(catalog.n_categories, last_items=[3, 7, 1])
+    candidates = np.arange(catalog.n_items)
+    by_matrix = last_item_covisit(view, candidates, cov)
+    by_lists = last_item_covisit_from_lists([str(catalog.item_ids[i]) for i in view.last_items],
+                                            [str(i) for i in catalog.item_ids[candidates]], lists)
+    assert np.allclose(by_matrix, by_lists) and by_matrix.any()
