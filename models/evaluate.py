@@ -222,14 +222,14 @@ class Replayer:
         hybrid_top = _top_k(hybrid, pool, k).tolist()
         return {"popularity": popular, "batch-only": batch_top, "stream-only": stream_top, "hybrid": hybrid_top}
 
-    def examples(self, user: int, item: int, now: float, seen: set[int], batch: BatchScores) -> pd.DataFrame:
+    def examples(self, user: int, item: int, now: float, seen: set[int]) -> pd.DataFrame:
         """Labelled rows for one revealed interaction: the item (1) and sampled pool items (0)."""
         s = self.stream_scores(user, now)
         pool = self.hybrid_pool(user, now, s, seen | {item})
         n_neg = min(self.config.negatives, len(pool))
         negatives = self.rng.choice(pool, size=n_neg, replace=False) if n_neg else np.zeros(0, dtype=np.int64)
         items = np.r_[np.int64(item), negatives.astype(np.int64)]
-        rows = self.online_rows(user, items, batch.all_items(user)[items], now)
+        rows = self.online_rows(user, items, self.batch.all_items(user)[items], now)
         frame = pd.DataFrame(rows, columns=list(ONLINE_FEATURES))
         frame[LABEL] = np.r_[1, np.zeros(n_neg, dtype=int)]
         return frame
@@ -274,7 +274,7 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
     warm_start = int(np.searchsorted(log.ts, t2, side="left"))
     replay_start = int(np.searchsorted(log.ts, split, side="left"))
     for j in range(warm_start):
-        _reveal(stream, seen, log, j)
+        reveal_event(stream, seen, log, j)
 
     trainer = OnlineTrainer(update_every=config.online_update_every)
     n_replay = len(log) - replay_start
@@ -286,8 +286,8 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
         user, item, now = int(log.user[j]), int(log.item[j]), float(log.ts[j])
         user_seen = seen.setdefault(user, set())
         if item not in user_seen:
-            trainer.add(warm.examples(user, item, now, user_seen, warm.batch))
-        _reveal(stream, seen, log, j)
+            trainer.add(warm.examples(user, item, now, user_seen))
+        reveal_event(stream, seen, log, j)
         done += 1
         if progress and done % 500 == 0:
             progress(done, total)
@@ -310,8 +310,8 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
             answers = replay.query(user, now, user_seen)
             for name, top in answers.items():
                 metrics[name].add(item, top)
-            trainer.add(replay.examples(user, item, now, user_seen, replay.batch))
-        _reveal(stream, seen, log, j)
+            trainer.add(replay.examples(user, item, now, user_seen))
+        reveal_event(stream, seen, log, j)
         done += 1
         if progress and done % 500 == 0:
             progress(done, total)
@@ -336,7 +336,8 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
     return EvaluationResult(rows, config.k, MODE, details)
 
 
-def _reveal(stream: StreamState, seen: dict[int, set[int]], log: EventLog, j: int) -> None:
+def reveal_event(stream: StreamState, seen: dict[int, set[int]], log: EventLog, j: int) -> None:
+    """Show event j to the stream state and mark its item seen by its user."""
     user, item = int(log.user[j]), int(log.item[j])
     stream.observe(user, item, bool(log.positive[j]), float(log.ts[j]), int(log.session[j]))
     seen.setdefault(user, set()).add(item)

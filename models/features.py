@@ -80,7 +80,7 @@ class Catalog:
                 raise FeatureError(f"items: missing column {col!r} (expected tandem.schema.ITEM_SCHEMA)")
         df = df.drop_duplicates("item_id")
         ids = df["item_id"].astype(str).tolist()
-        cats = df["category"].astype(str).fillna("unknown").tolist()
+        cats = df["category"].fillna("unknown").astype(str).tolist()
         price = df["price"].astype(float).tolist() if "price" in df else [np.nan] * len(ids)
         created = epoch_seconds(df["created_ts"]).tolist() if "created_ts" in df else [np.nan] * len(ids)
         known = set(ids)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from models.candidates import candidates_frame, covisitation_matrix, item_neighbours_frame
-from models.evaluate import BatchScores, Replayer, _reveal, encode_dataset
+from models.evaluate import BatchScores, Replayer, encode_dataset, reveal_event
 from models.evaluate import EvaluationConfig as ReplayConfig
 from models.features import BATCH_FEATURES, Catalog, EventLog
 from models.online import LABEL, OnlineTrainer, new_online_model, partial_fit, sanity_check
@@ -69,7 +69,7 @@ def train_and_register_batch(train_frame: pd.DataFrame, holdout_frame: pd.DataFr
     """Check the frame, train the XGBoost ranker, log and register it; the champion gate decides the alias.
 
     `validation` is an upstream result (e.g. a GX checkpoint); the frame checks are always added.
-    A frame that fails its checks is still logged (with the failure) but never trained on.
+    A frame that fails its checks raises TrainingError naming them: nothing is trained or registered.
     """
     checks = check_training_frame(train_frame, feature_columns)
     merged = {"success": checks["success"] and (validation or {}).get("success", True),
@@ -179,7 +179,7 @@ def online_examples(events: pd.DataFrame, items: pd.DataFrame, ranker: BatchRank
     seen: dict[int, set[int]] = {}
     first = int(np.searchsorted(log.ts, start, side="left"))
     for j in range(first):
-        _reveal(stream, seen, log, j)
+        reveal_event(stream, seen, log, j)
     config = ReplayConfig()
     replay = Replayer(catalog, window, BatchScores(ranker, window, catalog.n_items), stream,
                       OnlineTrainer(), config, np.random.default_rng(config.seed))
@@ -188,10 +188,10 @@ def online_examples(events: pd.DataFrame, items: pd.DataFrame, ranker: BatchRank
         user, item, now = int(log.user[j]), int(log.item[j]), float(log.ts[j])
         user_seen = seen.setdefault(user, set())
         if item not in user_seen:
-            frame = replay.examples(user, item, now, user_seen, replay.batch)
+            frame = replay.examples(user, item, now, user_seen)
             frame["event_timestamp"] = now
             frames.append(frame)
-        _reveal(stream, seen, log, j)
+        reveal_event(stream, seen, log, j)
         if progress and (j - first) % 500 == 0:
             progress(j - first, len(log) - first)
     if not frames:
