@@ -96,7 +96,8 @@ def _windows(log: EventLog, as_of: float | None, window_fraction: float) -> tupl
 
 def train_batch_from_dataset(events: pd.DataFrame, items: pd.DataFrame, tracking_uri: str, offline_dir: Path | None,
                              as_of: float | None = None, window_fraction: float = 0.2, candidates_limit: int = 100,
-                             params: dict[str, Any] | None = None) -> BatchTrainResult:
+                             params: dict[str, Any] | None = None, model_name: str = BATCH_MODEL
+                             ) -> BatchTrainResult:
     """In-process batch step: frames from the events, train/register, then write scored candidate lists."""
     catalog, log = encode_dataset(events, items)
     t1, t2, end = _windows(log, as_of, window_fraction)
@@ -104,11 +105,12 @@ def train_batch_from_dataset(events: pd.DataFrame, items: pd.DataFrame, tracking
     window2 = build_window(log, catalog, t2)
     holdout = build_training_frame(log, catalog, window2, end, seed=8)
     ranker, registration = train_and_register_batch(train_frame, holdout, list(BATCH_FEATURES),
-                                                    IN_PROCESS_FEATURE_SERVICE, tracking_uri, params=params)
+                                                    IN_PROCESS_FEATURE_SERVICE, tracking_uri, params=params,
+                                                    model_name=model_name)
     result = BatchTrainResult(registration, len(train_frame), len(holdout))
     if offline_dir is not None:
-        scorer = load_champion(BATCH_MODEL, tracking_uri) if not registration.champion else None
-        source = f"{BATCH_MODEL} v{scorer.version if scorer else registration.version}"
+        scorer = load_champion(model_name, tracking_uri) if not registration.champion else None
+        source = f"{model_name} v{scorer.version if scorer else registration.version}"
         frame, popular = score_candidates(scorer.model if scorer else ranker, log, catalog, end, candidates_limit,
                                           source)
         result.candidates_path = write_offline_table(frame, Path(offline_dir) / CANDIDATES_TABLE)

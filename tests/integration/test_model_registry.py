@@ -166,3 +166,27 @@ def test_update_online_model_continues_the_champion(settings):
     again = update_online_model(_online_examples(2000, 6), settings.mlflow_uri, publish_every=1000, model_name=name)
     assert [r.previous_champion for r in again.registrations] == ["2"]
     assert again.registrations[0].metrics["champion_sanity_auc"] > 0.5  # checked against the champion it continued
+
+
+def test_train_batch_from_a_dataset_writes_scored_candidate_lists(settings, tmp_path):
+    import pandas as pd
+
+    from models.jobs import train_batch_from_dataset
+
+    events, items = drifting_log(n_users=60, n_items=40, days=10, sessions_per_user=6)
+    name = _name("batch")
+    result = train_batch_from_dataset(events, items, settings.mlflow_uri, tmp_path / "offline", model_name=name,
+                                      candidates_limit=25)
+    assert result.registration.champion and result.registration.version == "1"
+    lists = pd.read_parquet(tmp_path / "offline" / "user_candidates")
+    assert set(lists.columns) == {"user_id", "event_timestamp", "candidate_item_ids", "candidate_scores",
+                                  "candidate_source"}
+    assert len(lists) == result.candidate_users == events["user_id"].nunique()
+    assert (lists["candidate_source"] == f"{name} v1").all()
+    seen = events.groupby("user_id")["item_id"].agg(set)
+    for row in lists.itertuples():
+        assert 0 < len(row.candidate_item_ids) <= 25
+        assert not set(row.candidate_item_ids) & seen[row.user_id]  # already-seen items are never candidates
+        assert list(row.candidate_scores) == sorted(row.candidate_scores, reverse=True)
+    assert len(pd.read_parquet(tmp_path / "offline" / "popular_items")) > 0
+    assert len(pd.read_parquet(tmp_path / "offline" / "item_neighbours")) > 0

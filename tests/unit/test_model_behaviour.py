@@ -89,3 +89,19 @@ def test_bad_frames_are_rejected_with_the_reason(trained):
         train_batch_ranker(only_pos, list(BATCH_FEATURES))
     with pytest.raises(TrainingError, match="missing column"):
         train_batch_ranker(frame.drop(columns=["item_popularity_log"]), list(BATCH_FEATURES))
+
+
+def test_online_examples_replay_the_latest_window(trained):
+    from models.jobs import online_examples
+    from models.online import LABEL, ONLINE_FEATURES
+
+    ranker, *_ = trained
+    events, items = drifting_log()
+    examples = online_examples(events, items, ranker, window_fraction=0.1)
+    assert list(examples.columns[: len(ONLINE_FEATURES)]) == list(ONLINE_FEATURES)
+    assert examples[LABEL].mean() == pytest.approx(0.2, abs=0.02)  # one positive per four sampled negatives
+    assert examples["event_timestamp"].is_monotonic_increasing
+    positives = examples[examples[LABEL] == 1]
+    # the stream features carry signal: positives sit in the live session's category more often
+    assert positives["active_session_category_share"].mean() > examples.loc[
+        examples[LABEL] == 0, "active_session_category_share"].mean()
