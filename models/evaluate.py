@@ -41,7 +41,8 @@ from models.features import BATCH_FEATURES, Catalog, EventLog, encode_events
 from models.metrics import QueryMetrics
 from models.online import LABEL, ONLINE_FEATURES, OnlineTrainer, coefficients, last_item_covisit, online_features
 from models.online import predict_margin as online_margin
-from models.session import StreamState, StreamStateFactory, session_tracker
+from models.session import StreamState, StreamStateFactory
+from models.stream_state import default_stream_state
 from models.train import (
     BatchRanker,
     InProcessWindow,
@@ -246,10 +247,15 @@ def encode_dataset(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Tab
 
 def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table,
                     config: EvaluationConfig | None = None,
-                    stream_state_factory: StreamStateFactory = session_tracker,
+                    stream_state_factory: StreamStateFactory | None = None,
                     progress: Progress | None = None) -> EvaluationResult:
-    """Run the whole protocol on an event log and its item catalogue; return the four-row table."""
+    """Run the whole protocol on an event log and its item catalogue; return the four-row table.
+
+    `stream_state_factory` defaults to the stream processor's own feature functions when they are
+    installed (models/stream_state.py), else to the reference `SessionTracker`.
+    """
     config = config or EvaluationConfig()
+    stream_state_factory = stream_state_factory or default_stream_state()
     started = time.perf_counter()
     catalog, log = encode_dataset(events, items)
     rng = np.random.default_rng(config.seed)
@@ -269,7 +275,7 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
     batch_check = evaluate_ranker(ranker.predict(check_frame), check_frame, k=config.k)
     window_t = build_window(log, catalog, split)
 
-    stream = stream_state_factory(catalog.item_category, catalog.n_categories)
+    stream = stream_state_factory(catalog)
     seen: dict[int, set[int]] = {}
     warm_start = int(np.searchsorted(log.ts, t2, side="left"))
     replay_start = int(np.searchsorted(log.ts, split, side="left"))
@@ -331,9 +337,11 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
                            "examples": trainer.examples_seen, "every": config.online_update_every},
         "online_coefficients": coefficients(trainer.model),
         "online_weight": config.online_weight,
+        "stream_features": getattr(stream_state_factory, "__name__", type(stream_state_factory).__name__),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    return EvaluationResult(rows, config.k, MODE, details)
+    mode = f"{MODE}; stream features: {details['stream_features']}"
+    return EvaluationResult(rows, config.k, mode, details)
 
 
 def reveal_event(stream: StreamState, seen: dict[int, set[int]], log: EventLog, j: int) -> None:
@@ -348,7 +356,7 @@ def _iso(ts: float) -> str:
 
 
 def evaluate_dataset(dataset_dir: Path, config: EvaluationConfig | None = None,
-                     stream_state_factory: StreamStateFactory = session_tracker,
+                     stream_state_factory: StreamStateFactory | None = None,
                      progress: Progress | None = None) -> EvaluationResult:
     """Read a dataset directory (pipelines/dataset.py layout) and evaluate it."""
     from pipelines.dataset import read_events, read_items, read_metadata

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from models.features import SESSION_GAP_S
+from models.features import SESSION_GAP_S, Catalog
 
 LAST_ITEMS = 10
 RECENT_HALF_LIFE_S = 24 * 3600.0
@@ -94,7 +94,7 @@ class StreamState(Protocol):
     def trend(self, now: float) -> np.ndarray: ...
 
 
-StreamStateFactory = Callable[[np.ndarray, int], StreamState]  # (item_category, n_categories) -> state
+StreamStateFactory = Callable[[Catalog], StreamState]
 
 
 class SessionTracker:
@@ -124,9 +124,9 @@ class SessionTracker:
         return self._trend * 0.5 ** (np.maximum(now - self._trend_ts, 0.0) / self.half_life)
 
 
-def session_tracker(item_category: np.ndarray, n_categories: int) -> StreamState:
-    """The default StreamStateFactory."""
-    return SessionTracker(item_category, n_categories)
+def session_tracker(catalog: Catalog) -> StreamState:
+    """StreamStateFactory for the in-memory reference state (`SessionTracker`)."""
+    return SessionTracker(catalog.item_category, catalog.n_categories)
 
 
 def session_view_from_features(values: dict | None, category_index: dict[str, int], item_index: dict[str, int],

@@ -34,9 +34,9 @@ def test_stream_state_is_injected():
     events, items = drifting_log(n_users=40, n_items=30, days=6, sessions_per_user=4)
     made = []
 
-    def factory(item_category, n_categories):
-        made.append(n_categories)
-        return SessionTracker(item_category, n_categories)
+    def factory(catalog):
+        made.append(catalog.n_categories)
+        return SessionTracker(catalog.item_category, catalog.n_categories)
 
     evaluate_events(events, items, EvaluationConfig(online_update_every=100), stream_state_factory=factory)
     assert made == [4]
