@@ -85,6 +85,35 @@ def train_and_register_batch(train_frame: pd.DataFrame, holdout_frame: pd.DataFr
     return ranker, registration
 
 
+TRAINING_SETS_DIR = "training_sets"
+DEFAULT_FEATURE_SERVICE = "ranker_batch_v1"
+
+
+def latest_training_set(offline_dir: Path, feature_service: str = DEFAULT_FEATURE_SERVICE) -> Path | None:
+    """The newest training set a batch run saved for `feature_service`, or None if there is none."""
+    root = Path(offline_dir) / TRAINING_SETS_DIR / feature_service
+    files = sorted(root.glob("as_of=*.parquet")) if root.is_dir() else []
+    return files[-1] if files else None
+
+
+def train_batch_from_training_set(path: Path, tracking_uri: str, feature_service: str = DEFAULT_FEATURE_SERVICE,
+                                  model_name: str = BATCH_MODEL) -> tuple[BatchRanker, Registration]:
+    """Train on a saved Feast training set (`tandem batch run`'s): earlier 80% trains, latest 20% is the holdout.
+
+    The frame's "<view>__<feature>" columns are the feature service's; the ranker uses the numeric ones
+    plus the derived user_item_category_affinity (models/batch_steps.py).
+    """
+    from models.batch_steps import prepare_feast_frame, split_by_time
+
+    frame = pd.read_parquet(path)
+    service_columns = [c for c in frame.columns if "__" in c]
+    frame, columns = prepare_feast_frame(frame, service_columns)
+    train, holdout = split_by_time(frame)
+    validation = {"success": True, "checkpoint": f"training set {path.name} passed its GX checkpoint when saved"}
+    return train_and_register_batch(train, holdout, columns, feature_service, tracking_uri, validation=validation,
+                                    model_name=model_name)
+
+
 def _windows(log: EventLog, as_of: float | None, window_fraction: float) -> tuple[float, float, float]:
     end = float(log.ts[-1]) + 1e-6 if as_of is None else as_of
     span = end - float(log.ts[0])

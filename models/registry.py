@@ -67,6 +67,11 @@ class LoadedModel:
 
 
 def _mlflow(tracking_uri: str):
+    import os
+
+    # run links and artifact progress bars on stdout would interleave with the CLI's and the batch run's output
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     from mlflow import MlflowClient
 

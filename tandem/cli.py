@@ -188,13 +188,32 @@ def train_batch(
     window: Annotated[float, typer.Option(min=0.01, max=0.45,
                                           help="Label and holdout window, as a share of the history span.")] = 0.2,
     candidates: Annotated[int, typer.Option(min=1, help="Candidates kept per user in the offline store.")] = 100,
+    source: Annotated[str, typer.Option(help="Training data: 'feast' (the training set `tandem batch run` saved), "
+                                             "'events' (in-process features from the dataset) or 'auto'.")] = "auto",
 ) -> None:
     """Train the XGBoost batch ranker, log it to MLflow, register `batch-ranker`, gate `champion`, write candidates."""
-    from models.jobs import train_batch_from_dataset
+    from models.jobs import latest_training_set, train_batch_from_dataset, train_batch_from_training_set
     from models.train import TrainingError
 
     settings = _settings()
     _quiet_mlflow()
+    if source not in ("auto", "feast", "events"):
+        fail(f"--source {source!r} is not one of auto, feast, events")
+    saved = latest_training_set(settings.offline_dir)
+    if source == "feast" and saved is None:
+        fail(f"no saved training set under {settings.offline_dir}/training_sets: run `tandem batch run` first")
+    if saved is not None and source in ("auto", "feast"):
+        try:
+            with progress_bar(f"training the batch ranker on {saved.name}") as update:
+                _, reg = train_batch_from_training_set(saved, settings.mlflow_uri)
+                update(1, 1)
+        except TrainingError as exc:
+            fail(str(exc))
+        console.print(f"[green]registered[/] {reg.model_name} v{reg.version} (run {reg.run_id}) from {saved}; "
+                      "holdout: " + ", ".join(f"{k} {reg.metrics[k]:.4f}" for k in ("auc", "ndcg@10", "recall@10")))
+        console.print(f"champion: {'[green]yes[/]' if reg.champion else '[yellow]no[/]'} — {reg.reason}")
+        console.print("candidate lists are written by the batch run's candidates step (`tandem batch run`)")
+        return
     data = data or settings.data_dir
     events, items = _read_dataset(data)
     try:

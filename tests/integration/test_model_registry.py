@@ -190,3 +190,54 @@ def test_train_batch_from_a_dataset_writes_scored_candidate_lists(settings, tmp_
         assert list(row.candidate_scores) == sorted(row.candidate_scores, reverse=True)
     assert len(pd.read_parquet(tmp_path / "offline" / "popular_items")) > 0
     assert len(pd.read_parquet(tmp_path / "offline" / "item_neighbours")) > 0
+
+
+def _feast_shaped_training_set(n_users=80, n_rows=2400, seed=4):
+    """A frame shaped like pipelines/batch build_training_set's: "<view>__<feature>" columns, lists, strings."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    cats = ["books", "toys", "games", "music"]
+    users = rng.integers(0, n_users, n_rows)
+    top = {u: list(rng.permutation(cats)[:2]) for u in range(n_users)}
+    share = {u: [0.6, 0.3] for u in range(n_users)}
+    item_cat = rng.choice(cats, n_rows)
+    in_top = np.array([c in top[u] for u, c in zip(users, item_cat, strict=True)])
+    label = (rng.random(n_rows) < np.where(in_top, 0.45, 0.08)).astype("int64")
+    return pd.DataFrame({
+        "user_id": [f"u{u}" for u in users], "item_id": [f"i{k}" for k in rng.integers(0, 300, n_rows)],
+        "event_timestamp": pd.date_range("2025-01-01", periods=n_rows, freq="min", tz="UTC").astype(
+            "datetime64[us, UTC]"),
+        "label": label,
+        "user_features_v1__events_7d": rng.integers(0, 30, n_rows),
+        "user_features_v1__top_category": [top[u][0] for u in users],
+        "user_features_v1__top_categories": [top[u] for u in users],
+        "user_features_v1__top_category_shares": [share[u] for u in users],
+        "item_features_v1__events_7d": rng.integers(0, 50, n_rows),
+        "item_features_v1__category": item_cat,
+        "item_features_v1__price": rng.uniform(1, 50, n_rows),
+    })
+
+
+def test_train_batch_from_a_saved_feast_training_set(settings, tmp_path):
+    from models.batch_steps import CATEGORY_AFFINITY
+    from models.jobs import latest_training_set, train_batch_from_training_set
+
+    root = tmp_path / "offline" / "training_sets" / "ranker_batch_v1"
+    root.mkdir(parents=True)
+    _feast_shaped_training_set(seed=1).to_parquet(root / "as_of=20250101T000000Z.parquet")
+    frame = _feast_shaped_training_set(seed=4)
+    frame.to_parquet(root / "as_of=20250102T000000Z.parquet")
+    path = latest_training_set(tmp_path / "offline")
+    assert path.name == "as_of=20250102T000000Z.parquet"
+    ranker, reg = train_batch_from_training_set(path, settings.mlflow_uri, model_name=_name("batch"))
+    assert reg.champion and reg.metrics["auc"] > 0.65
+    assert ranker.feature_columns == ["user_features_v1__events_7d", "item_features_v1__events_7d",
+                                      "item_features_v1__price", CATEGORY_AFFINITY]
+    # behavioural: more affinity for the item's category never lowers its score
+    from models.batch_steps import add_category_affinity
+
+    rows = add_category_affinity(frame).head(300)
+    raised = rows.assign(**{CATEGORY_AFFINITY: np.minimum(rows[CATEGORY_AFFINITY] + 0.3, 1.0)})
+    assert (ranker.predict(raised) >= ranker.predict(rows) - 1e-9).all()
+    assert (ranker.predict(raised) > ranker.predict(rows) + 1e-6).any()
