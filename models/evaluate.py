@@ -164,9 +164,11 @@ class Replayer:
     """Answers top-k for each system and learns from revealed interactions, one event at a time."""
 
     def __init__(self, catalog: Catalog, window: InProcessWindow, batch: BatchScores, stream: StreamState,
-                 trainer: OnlineTrainer, config: EvaluationConfig, rng: np.random.Generator):
+                 trainer: OnlineTrainer, config: EvaluationConfig, rng: np.random.Generator,
+                 user_ids: np.ndarray | None = None):
         self.catalog, self.window, self.batch, self.stream = catalog, window, batch, stream
         self.trainer, self.config, self.rng = trainer, config, rng
+        self.user_ids = user_ids  # labels the examples' user_id column (the index as a string without it)
         self.n_items = catalog.n_items
         self.all_items = np.arange(self.n_items)
         pop = window.item_popularity
@@ -233,6 +235,8 @@ class Replayer:
         rows = self.online_rows(user, items, self.batch.all_items(user)[items], now)
         frame = pd.DataFrame(rows, columns=list(ONLINE_FEATURES))
         frame[LABEL] = np.r_[1, np.zeros(n_neg, dtype=int)]
+        frame["user_id"] = self.user_ids[user] if self.user_ids is not None else str(user)
+        frame["item_id"] = self.catalog.item_ids[items].astype(str)
         return frame
 
 
@@ -287,7 +291,8 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
     total = (replay_start - warm_start) + n_replay
     done = 0
     # online warm-up: replay [t2, T) with batch scores on as-of-t2 features, learning as the stream would
-    warm = Replayer(catalog, window2, BatchScores(ranker, window2, catalog.n_items), stream, trainer, config, rng)
+    warm = Replayer(catalog, window2, BatchScores(ranker, window2, catalog.n_items), stream, trainer, config, rng,
+                    log.user_ids)
     for j in range(warm_start, replay_start):
         user, item, now = int(log.user[j]), int(log.item[j]), float(log.ts[j])
         user_seen = seen.setdefault(user, set())
@@ -301,7 +306,7 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
     warm_updates = trainer.updates
 
     replay = Replayer(catalog, window_t, BatchScores(ranker, window_t, catalog.n_items), stream, trainer, config,
-                      rng)
+                      rng, log.user_ids)
     metrics = {name: QueryMetrics(name) for name in SYSTEMS}
     answerable = 0
     for j in range(replay_start, len(log)):

@@ -191,17 +191,34 @@ class OnlineTrainResult:
     updates: int
 
 
+PairScorer = Callable[[pd.DataFrame], np.ndarray]  # (user_id, item_id, event_timestamp) rows -> batch log-odds
+
+
+class _DeferredBatchScores:
+    """Zeros in place of batch scores, filled afterwards in one bulk (point-in-time) scoring call."""
+
+    def __init__(self, n_items: int):
+        self._zeros = np.zeros(n_items)
+
+    def all_items(self, user: int) -> np.ndarray:
+        return self._zeros
+
+
 def online_examples(events: pd.DataFrame, items: pd.DataFrame, ranker: BatchRanker, start: float | None = None,
-                    window_fraction: float = 0.2, progress: Progress | None = None) -> pd.DataFrame:
+                    window_fraction: float = 0.2, progress: Progress | None = None,
+                    pair_scorer: PairScorer | None = None) -> pd.DataFrame:
     """The labelled examples the stream sink emits for the events after `start` (default: the last window).
 
     Each interaction with an item new to the user gives one positive row and sampled negatives from
-    what the system would have shown, with stream features from the state just before the event
-    and batch scores from features as of `start`.
+    what the system would have shown, with stream features from the state just before the event.
+    Batch scores: with `pair_scorer` (e.g. `feast_pair_scorer`, for a ranker on Feast features)
+    each row is scored point-in-time at its event time; otherwise the ranker must read the in-process
+    BATCH_FEATURES, computed as of `start`.
     """
-    if list(ranker.feature_columns) != list(BATCH_FEATURES):
-        raise TrainingError(f"batch champion reads {ranker.feature_columns}; the in-process replay builds "
-                            f"{list(BATCH_FEATURES)}")
+    if pair_scorer is None and list(ranker.feature_columns) != list(BATCH_FEATURES):
+        raise TrainingError(f"the batch champion reads {len(ranker.feature_columns)} Feast columns "
+                            f"({', '.join(ranker.feature_columns[:3])}, ...), not the in-process features: pass a "
+                            "pair_scorer (`tandem train online` does when the Feast repo is applied)")
     catalog, log = encode_dataset(events, items)
     if start is None:
         start = float(log.ts[-1]) - window_fraction * (float(log.ts[-1]) - float(log.ts[0]))
@@ -212,8 +229,9 @@ def online_examples(events: pd.DataFrame, items: pd.DataFrame, ranker: BatchRank
     for j in range(first):
         reveal_event(stream, seen, log, j)
     config = ReplayConfig()
-    replay = Replayer(catalog, window, BatchScores(ranker, window, catalog.n_items), stream,
-                      OnlineTrainer(), config, np.random.default_rng(config.seed))
+    batch = _DeferredBatchScores(catalog.n_items) if pair_scorer else BatchScores(ranker, window, catalog.n_items)
+    replay = Replayer(catalog, window, batch, stream, OnlineTrainer(), config, np.random.default_rng(config.seed),
+                      log.user_ids)
     frames = []
     for j in range(first, len(log)):
         user, item, now = int(log.user[j]), int(log.item[j]), float(log.ts[j])
@@ -228,8 +246,27 @@ def online_examples(events: pd.DataFrame, items: pd.DataFrame, ranker: BatchRank
     if not frames:
         raise TrainingError("no interaction with a new item after the start of the window: no examples")
     out = pd.concat(frames, ignore_index=True)
-    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], unit="s", utc=True)
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], unit="s", utc=True).astype("datetime64[us, UTC]")
+    if pair_scorer is not None:
+        out["batch_logit"] = np.asarray(pair_scorer(out[["user_id", "item_id", "event_timestamp"]]), dtype=float)
     return out
+
+
+def feast_pair_scorer(store: Any, feature_service: str, ranker: BatchRanker) -> PairScorer:
+    """Score (user_id, item_id, event_timestamp) rows with `ranker` on the service's features, point-in-time."""
+    from models.batch_steps import prepare_feast_frame
+
+    def score(pairs: pd.DataFrame) -> np.ndarray:
+        entity = pairs.reset_index(drop=True).assign(row_number=lambda d: np.arange(len(d)))
+        service = store.get_feature_service(feature_service)
+        feats = store.get_historical_features(entity_df=entity, features=service, full_feature_names=True).to_df()
+        feats = feats.sort_values("row_number").reset_index(drop=True)
+        if len(feats) != len(entity):
+            raise TrainingError(f"Feast returned {len(feats)} rows for {len(entity)} entity rows")
+        feats, _ = prepare_feast_frame(feats, ranker.feature_columns)
+        return ranker.predict_margin(feats)
+
+    return score
 
 
 def update_online_model(examples: pd.DataFrame, tracking_uri: str, publish_every: int = 4_000,

@@ -64,6 +64,7 @@ class LoadedModel:
     run_id: str
     model: Any  # BatchRanker for batch-ranker, sklearn Pipeline for online-ranker
     feature_columns: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)  # the version's tags, e.g. feature_service
 
 
 def _mlflow(tracking_uri: str):
@@ -113,7 +114,7 @@ def load_version(model_name: str, version: str, tracking_uri: str) -> LoadedMode
         booster = mlflow.xgboost.load_model(uri)
         columns = list(booster.feature_names or json.loads(mv.tags.get("feature_columns", "[]")))
         model = BatchRanker(booster, columns)
-    return LoadedModel(model_name, str(version), mv.run_id, model, columns)
+    return LoadedModel(model_name, str(version), mv.run_id, model, columns, dict(mv.tags))
 
 
 class ChampionWatcher:

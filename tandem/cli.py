@@ -243,6 +243,7 @@ def train_online(
                              ] = 4_000,
 ) -> None:
     """Update the online ranker from streamed labelled examples; register each update that passes its sanity check."""
+    from models.features import BATCH_FEATURES
     from models.jobs import online_examples, update_online_model
     from models.registry import BATCH_MODEL, RegistryError, load_champion
     from models.train import TrainingError
@@ -253,8 +254,10 @@ def train_online(
     events, items = _read_dataset(data)
     try:
         batch = load_champion(BATCH_MODEL, settings.mlflow_uri)
+        scorer = None if list(batch.model.feature_columns) == list(BATCH_FEATURES) else _feast_scorer(settings, batch)
         with progress_bar("replaying the stream into labelled examples") as update:
-            examples = online_examples(events, items, batch.model, window_fraction=window, progress=update)
+            examples = online_examples(events, items, batch.model, window_fraction=window, progress=update,
+                                       pair_scorer=scorer)
         with progress_bar("updating the online ranker") as update:
             result = update_online_model(examples, settings.mlflow_uri, publish_every=publish_every, progress=update)
     except (RegistryError, TrainingError) as exc:
@@ -264,6 +267,19 @@ def train_online(
     for reg in result.registrations:
         state = f"v{reg.version} champion" if reg.champion else "not registered"
         console.print(f"  {state}: sanity AUC {reg.metrics['sanity_auc']:.4f} — {reg.reason}")
+
+
+def _feast_scorer(settings, batch):
+    """Point-in-time batch scores through Feast for a champion trained on the feature service's columns."""
+    from models.jobs import DEFAULT_FEATURE_SERVICE, feast_pair_scorer
+
+    try:
+        from pipelines.batch import feast_repo
+    except ImportError:
+        fail(f"batch-ranker v{batch.version} was trained on Feast features, but the Feast repo helpers "
+             "(pipelines.batch) are not installed: cannot score the stream's examples")
+    service = batch.tags.get("feature_service") or DEFAULT_FEATURE_SERVICE
+    return feast_pair_scorer(feast_repo.feature_store(settings), service, batch.model)
 
 
 @app.command("evaluate")
