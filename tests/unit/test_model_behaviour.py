@@ -105,3 +105,24 @@ def test_online_examples_replay_the_latest_window(trained):
     # the stream features carry signal: positives sit in the live session's category more often
     assert positives["active_session_category_share"].mean() > examples.loc[
         examples[LABEL] == 0, "active_session_category_share"].mean()
+
+
+def test_online_examples_take_batch_scores_from_a_pair_scorer_for_feast_rankers(trained):
+    from models.jobs import online_examples
+    from models.train import BatchRanker
+
+    ranker, *_ = trained
+    events, items = drifting_log()
+    feast_ranker = BatchRanker(ranker.booster, [f"user_features_v1__f{i}" for i in range(len(BATCH_FEATURES))])
+    with pytest.raises(TrainingError, match="pass a pair_scorer"):
+        online_examples(events, items, feast_ranker, window_fraction=0.05)
+    asked = []
+
+    def scorer(pairs):
+        asked.append(pairs)
+        return np.arange(len(pairs), dtype=float)
+
+    examples = online_examples(events, items, feast_ranker, window_fraction=0.05, pair_scorer=scorer)
+    assert list(asked[0].columns) == ["user_id", "item_id", "event_timestamp"]
+    assert asked[0]["user_id"].str.startswith("u").all() and asked[0]["item_id"].str.startswith("i").all()
+    assert list(examples["batch_logit"]) == list(range(len(examples)))
