@@ -98,9 +98,9 @@ def step_train_batch(ctx: Any) -> str:
 
 def step_candidates(ctx: Any, limit: int = 100) -> str:
     """Each user's candidate list as of the run, scored by the batch champion on Feast features, written offline."""
-    from models.candidates import candidates_frame, generate_candidates
+    from models.candidates import candidates_frame, covisitation_matrix, generate_candidates, item_neighbours_frame
     from models.evaluate import encode_dataset
-    from models.jobs import CANDIDATES_TABLE, POPULAR_TABLE, read_dataset, write_offline_table
+    from models.jobs import read_dataset, write_offline_tables
     from models.registry import BATCH_MODEL, load_champion
 
     events, items = read_dataset(ctx.options.dataset_dir)
@@ -120,11 +120,11 @@ def step_candidates(ctx: Any, limit: int = 100) -> str:
     scores = champion.model.predict(feats)
     ts = pd.Timestamp(ctx.as_of)
     frame = candidates_frame(cand, log, catalog, scores, ts, limit, f"{BATCH_MODEL} v{champion.version}")
-    path = write_offline_table(frame, ctx.settings.offline_dir / CANDIDATES_TABLE)
     popular = pd.DataFrame({"rank": np.arange(1, len(cand.popular) + 1),
                             "item_id": catalog.item_ids[cand.popular].astype(str),
                             "event_timestamp": pd.Series([ts] * len(cand.popular), dtype="datetime64[us, UTC]")})
-    write_offline_table(popular, ctx.settings.offline_dir / POPULAR_TABLE)
+    neighbours = item_neighbours_frame(covisitation_matrix(log.before(as_of), catalog.n_items), catalog, ts)
+    path = write_offline_tables(frame, popular, neighbours, ctx.as_of)
     return f"{len(frame):,} users' lists (≤{limit} items, scored by v{champion.version}) -> {path.parent}"
 
 

@@ -12,13 +12,17 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from models.candidates import candidates_frame, covisitation_matrix, item_neighbours_frame
 from models.evaluate import BatchScores, Replayer, encode_dataset, reveal_event
@@ -47,7 +51,6 @@ from models.train import (
 )
 
 IN_PROCESS_FEATURE_SERVICE = "ranker_batch_v1 (in-process)"
-CANDIDATES_TABLE = "user_candidates"
 POPULAR_TABLE = "popular_items"
 NEIGHBOURS_TABLE = "item_neighbours"
 Progress = Callable[[int, int], None]
@@ -123,7 +126,7 @@ def _windows(log: EventLog, as_of: float | None, window_fraction: float) -> tupl
     return end - 2 * width, end - width, end
 
 
-def train_batch_from_dataset(events: pd.DataFrame, items: pd.DataFrame, tracking_uri: str, offline_dir: Path | None,
+def train_batch_from_dataset(events: pd.DataFrame, items: pd.DataFrame, tracking_uri: str, write_tables: bool = True,
                              as_of: float | None = None, window_fraction: float = 0.2, candidates_limit: int = 100,
                              params: dict[str, Any] | None = None, model_name: str = BATCH_MODEL
                              ) -> BatchTrainResult:
@@ -137,16 +140,14 @@ def train_batch_from_dataset(events: pd.DataFrame, items: pd.DataFrame, tracking
                                                     IN_PROCESS_FEATURE_SERVICE, tracking_uri, params=params,
                                                     model_name=model_name)
     result = BatchTrainResult(registration, len(train_frame), len(holdout))
-    if offline_dir is not None:
+    if write_tables:
         scorer = load_champion(model_name, tracking_uri) if not registration.champion else None
         source = f"{model_name} v{scorer.version if scorer else registration.version}"
         frame, popular = score_candidates(scorer.model if scorer else ranker, log, catalog, end, candidates_limit,
                                           source)
-        result.candidates_path = write_offline_table(frame, Path(offline_dir) / CANDIDATES_TABLE)
-        write_offline_table(popular, Path(offline_dir) / POPULAR_TABLE)
-        covisit = covisitation_matrix(log.before(end), catalog.n_items)
-        write_offline_table(item_neighbours_frame(covisit, catalog, pd.Timestamp(end, unit="s", tz="UTC")),
-                            Path(offline_dir) / NEIGHBOURS_TABLE)
+        ts = pd.Timestamp(end, unit="s", tz="UTC")
+        neighbours = item_neighbours_frame(covisitation_matrix(log.before(end), catalog.n_items), catalog, ts)
+        result.candidates_path = write_offline_tables(frame, popular, neighbours, ts.to_pydatetime())
         result.candidate_users = len(frame)
     return result
 
@@ -169,19 +170,25 @@ def score_candidates(ranker: BatchRanker, log: EventLog, catalog: Catalog, as_of
     return frame, popular
 
 
-def write_offline_table(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a frame as the single parquet file of an offline-store table directory (microsecond timestamps)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def write_offline_tables(candidates: pd.DataFrame, popular: pd.DataFrame, neighbours: pd.DataFrame,
+                         as_of: datetime) -> Path:
+    """Publish the day's candidate lists (view user_candidates_v1, through pipelines/batch/offline.py) and the
+    popular_items and item_neighbours tables, each as the `date=<as_of's day>` partition; return the lists' dir."""
+    from pipelines.batch import offline
+    from tandem.settings import get_settings
 
-    path.mkdir(parents=True, exist_ok=True)
-    for old in path.glob("*.parquet"):
-        old.unlink()
-    target = path / "part-00000.parquet"
-    tmp = path / ".part-00000.parquet.tmp"
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, coerce_timestamps="us")
-    tmp.replace(target)
-    return target
+    day = as_of.astimezone(UTC).date()
+    path = offline.write_day("user_candidates_v1", candidates, day, as_of)
+    root = get_settings().offline_dir
+    for name, frame in ((POPULAR_TABLE, popular), (NEIGHBOURS_TABLE, neighbours)):
+        table_dir = root / name
+        stage = offline.staging_dir(root) / name / offline.partition_name(day)
+        stage.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), stage / "part-0.parquet",
+                       coerce_timestamps="us")
+        offline.publish(stage.parent, table_dir)
+        shutil.rmtree(stage.parent.parent, ignore_errors=True)
+    return path
 
 
 @dataclass

@@ -20,6 +20,9 @@ app.add_typer(services_app, name="services")
 app.add_typer(data_app, name="data")
 train_app = typer.Typer(help="Train, log and register the batch and online rankers (MLflow).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+batch_app = typer.Typer(help="The batch path: validate, features, feast apply, training set, materialize.",
+                        no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
 
 ServiceNames = Annotated[
     list[str] | None,
@@ -218,7 +221,7 @@ def train_batch(
     events, items = _read_dataset(data)
     try:
         with progress_bar("training the batch ranker (features, XGBoost, MLflow, candidates)") as update:
-            result = train_batch_from_dataset(events, items, settings.mlflow_uri, settings.offline_dir,
+            result = train_batch_from_dataset(events, items, settings.mlflow_uri,
                                               as_of=_as_of_seconds(as_of), window_fraction=window,
                                               candidates_limit=candidates)
             update(1, 1)
@@ -231,7 +234,7 @@ def train_batch(
                                                                                        "hitrate@10")))
     console.print(f"champion: {'[green]yes[/]' if reg.champion else '[yellow]no[/]'} — {reg.reason}")
     if result.candidates_path:
-        console.print(f"candidate lists for {result.candidate_users:,} users → {result.candidates_path.parent}")
+        console.print(f"candidate lists for {result.candidate_users:,} users → {result.candidates_path}")
 
 
 @train_app.command("online")
@@ -311,6 +314,55 @@ def evaluate(
     console.print(f"mode: {result.mode}")
     md_path, js_path = write_report(result, settings.home / "reports", json_path)
     console.print(f"report: {md_path} and {js_path}" + (f"; JSON also at {json_path}" if json_path else ""))
+@batch_app.command("run")
+def batch_run(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Compute features as of this ISO time (UTC if no zone); "
+                                              "default: the end of the last event's day, at most now.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset directory (default: settings' data dir).")] = None,
+    since: Annotated[str | None, typer.Option(help="Backfill: recompute each day from this date (YYYY-MM-DD).")] = None,
+    history_days: Annotated[int, typer.Option(min=1, help="Days of snapshots a first run computes.")] = 35,
+    train_days: Annotated[int, typer.Option(min=1, help="Days of labelled examples in the training set.")] = 28,
+    negatives: Annotated[int, typer.Option(min=0, help="Sampled negatives per positive example.")] = 4,
+    models: Annotated[bool, typer.Option(help="Run the model steps (train + register the batch ranker, candidate "
+                                              "lists) between the training set and materialize.")] = True,
+) -> None:
+    """Validate raw events, compute features, feast apply, build the training set, train, materialize (DESIGN.md §1)."""
+    from datetime import date
+
+    from models.registry import RegistryError
+    from models.train import TrainingError
+    from pipelines.batch.run import BatchOptions, default_steps, insert_steps, parse_as_of, run_batch
+    from pipelines.batch.sources import BatchError
+    from validation.checkpoints import ValidationFailed
+
+    settings = _settings()
+    try:
+        options = BatchOptions(dataset_dir=data or settings.data_dir,
+                               as_of=parse_as_of(as_of) if as_of else None,
+                               since=date.fromisoformat(since) if since else None, history_days=history_days,
+                               train_days=train_days, negatives_per_positive=negatives)
+    except ValueError as exc:
+        fail(str(exc) if isinstance(exc, BatchError) else f"--since {since!r} is not a date (expected YYYY-MM-DD)")
+    steps = default_steps()
+    if models:
+        from models.batch_steps import model_steps
+
+        _quiet_mlflow()
+        steps = insert_steps(steps, before="materialize", new=model_steps())
+    with progress_bar("batch run") as update:
+        def on_step(i, total, step):
+            update(i, total, description=f"batch run: {step.description}" if i < total else "batch run")
+
+        try:
+            ctx, results = run_batch(settings, options, steps=steps, log=lambda msg: console.print(f"  {msg}"),
+                                     on_step=on_step)
+        except ValidationFailed as exc:
+            fail(f"validation failed; nothing was published\n{exc}")
+        except (BatchError, TrainingError, RegistryError) as exc:
+            fail(str(exc))
+    total = sum(r.seconds for r in results)
+    console.print(f"[green]batch run done[/] in {total:.1f}s as of {ctx.as_of.isoformat()}; "
+                  f"data docs: {ctx.extras['validator'].docs if 'validator' in ctx.extras else '-'}")
 
 
 @app.command("env")

@@ -168,17 +168,19 @@ def test_update_online_model_continues_the_champion(settings):
     assert again.registrations[0].metrics["champion_sanity_auc"] > 0.5  # checked against the champion it continued
 
 
-def test_train_batch_from_a_dataset_writes_scored_candidate_lists(settings, tmp_path):
+def test_train_batch_from_a_dataset_writes_scored_candidate_lists(settings, tmp_path, monkeypatch):
     import pandas as pd
 
     from models.jobs import train_batch_from_dataset
 
+    monkeypatch.setenv("TANDEM_OFFLINE_DIR", str(tmp_path / "offline"))
     events, items = drifting_log(n_users=60, n_items=40, days=10, sessions_per_user=6)
     name = _name("batch")
-    result = train_batch_from_dataset(events, items, settings.mlflow_uri, tmp_path / "offline", model_name=name,
-                                      candidates_limit=25)
+    result = train_batch_from_dataset(events, items, settings.mlflow_uri, model_name=name, candidates_limit=25)
     assert result.registration.champion and result.registration.version == "1"
-    lists = pd.read_parquet(tmp_path / "offline" / "user_candidates")
+    assert result.candidates_path.parent == tmp_path / "offline" / "user_candidates"
+    assert result.candidates_path.name.startswith("date=")
+    lists = pd.read_parquet(result.candidates_path)
     assert set(lists.columns) == {"user_id", "event_timestamp", "candidate_item_ids", "candidate_scores",
                                   "candidate_source"}
     assert len(lists) == result.candidate_users == events["user_id"].nunique()
