@@ -314,6 +314,34 @@ def evaluate(
     console.print(f"mode: {result.mode}")
     md_path, js_path = write_report(result, settings.home / "reports", json_path)
     console.print(f"report: {md_path} and {js_path}" + (f"; JSON also at {json_path}" if json_path else ""))
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default TANDEM_SERVE_HOST, loopback).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default TANDEM_SERVE_PORT).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default TANDEM_SERVE_WORKERS).")] = None,
+) -> None:
+    """Serve /recommend and /feedback with BentoML (API docs at /docs, metrics at /metrics)."""
+    import os
+    import sys
+
+    from tandem.settings import PROJECT_ROOT, is_loopback
+
+    settings = _settings()
+    host = host or settings.serve_host
+    port = port or settings.serve_port
+    if not is_loopback(host) and not settings.api_key:
+        err_console.print(f"[yellow]warning:[/] binding {host} without TANDEM_API_KEY: anyone who can reach "
+                          "this address can call the API")
+    env = {**os.environ, "TANDEM_SERVE_HOST": host, "TANDEM_SERVE_PORT": str(port),
+           "BENTOML_DO_NOT_TRACK": "True"}
+    if workers:
+        env["TANDEM_SERVE_WORKERS"] = str(workers)
+    console.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:Recommender", "--host", host,
+           "--port", str(port), "--working-dir", str(PROJECT_ROOT)]
+    os.execvpe(cmd[0], cmd, env)
+
+
 @batch_app.command("run")
 def batch_run(
     as_of: Annotated[str | None, typer.Option("--as-of", help="Compute features as of this ISO time (UTC if no zone); "
