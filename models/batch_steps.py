@@ -25,6 +25,18 @@ CATEGORY_AFFINITY = "user_item_category_affinity"
 HOLDOUT_FRACTION = 0.2
 
 
+def category_affinity(user_categories: Sequence[str] | None, user_shares: Sequence[float] | None,
+                      item_categories: Sequence[str | None]) -> np.ndarray:
+    """One user's affinity share for each item's category (0 where the category is not among the user's top).
+
+    What serving computes per request for `user_item_category_affinity`, from the user's
+    user_features_v1 top_categories / top_category_shares and the candidates' item category.
+    """
+    shares = {c: float(v) for c, v in zip(user_categories or [], user_shares or [], strict=False)
+              if c is not None and v is not None}
+    return np.array([shares.get(c, 0.0) if c is not None else 0.0 for c in item_categories], dtype=float)
+
+
 def add_category_affinity(frame: pd.DataFrame, categories: str = USER_CATEGORIES, shares: str = USER_CATEGORY_SHARES,
                           item_category: str = ITEM_CATEGORY, out: str = CATEGORY_AFFINITY) -> pd.DataFrame:
     """Add `out`: the share of the user's affinity in the row's item category (0 when not among the user's top)."""
@@ -32,18 +44,15 @@ def add_category_affinity(frame: pd.DataFrame, categories: str = USER_CATEGORIES
     if missing:
         raise TrainingError(f"cannot derive {out}: frame lacks {', '.join(missing)}")
 
-    def one(cats: Any, vals: Any, cat: Any) -> float:
-        if cats is None or vals is None or cat is None or (isinstance(cat, float) and np.isnan(cat)):
-            return 0.0
-        for c, v in zip(list(cats), list(vals), strict=False):
-            if c == cat:
-                return float(v) if v is not None else 0.0
-        return 0.0
-
     result = frame.copy()
-    result[out] = [one(c, v, i) for c, v, i in zip(frame[categories], frame[shares], frame[item_category],
-                                                     strict=True)]
+    # row by row through the same function serving calls per request, so the two cannot disagree
+    result[out] = [category_affinity(_listish(c), _listish(v), [i if isinstance(i, str) else None])[0]
+                   for c, v, i in zip(frame[categories], frame[shares], frame[item_category], strict=True)]
     return result
+
+
+def _listish(value: Any) -> list | None:
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else list(value)
 
 
 def model_feature_columns(frame: pd.DataFrame, service_columns: Sequence[str]) -> list[str]:

@@ -24,7 +24,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from models.metrics import auc
-from models.session import SessionView
+from models.session import SessionView, session_view_from_features
 
 ONLINE_FEATURES: tuple[str, ...] = (
     "batch_logit",
@@ -99,6 +99,28 @@ def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: n
         np.full(n, active),
         np.log1p(np.asarray(trend, dtype=float)),
     ]) if n else np.zeros((0, len(ONLINE_FEATURES)))
+
+
+def online_features_from_store(batch_logit: np.ndarray, candidate_ids: list[str], candidate_categories: list[str],
+                               session_values: dict | None, neighbour_lists: dict[str, tuple[list[str], list[float]]],
+                               trend_scores: np.ndarray, now: float) -> np.ndarray:
+    """ONLINE_FEATURES rows from what serving reads, by id: the same values `online_features` computes.
+
+    `session_values` are the user's user_session_v1 values (None for a user the stream has not seen),
+    `neighbour_lists` the item_neighbours rows of the session's last items, `trend_scores` the
+    candidates' item_trending_v1 trend_score (0 where missing), `now` the request time (Unix seconds).
+    """
+    n = len(candidate_ids)
+    if not session_values:
+        return online_features(batch_logit, np.arange(n), np.zeros(n, dtype=np.int64), None, np.zeros(n),
+                               trend_scores, now)
+    cats = sorted({*candidate_categories, *(session_values.get("session_categories") or [])})
+    index = {c: i for i, c in enumerate(cats)}
+    view = session_view_from_features(session_values, index, {}, len(cats))
+    last_ids = list(session_values.get("last_item_ids") or [])
+    covisit = last_item_covisit_from_lists(last_ids, list(candidate_ids), neighbour_lists)
+    item_category = np.array([index[c] for c in candidate_categories], dtype=np.int64)
+    return online_features(batch_logit, np.arange(n), item_category, view, covisit, trend_scores, now)
 
 
 def new_online_model(seed: int = 7, alpha: float = 1e-4, eta0: float = 0.01) -> Pipeline:

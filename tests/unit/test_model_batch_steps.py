@@ -46,3 +46,14 @@ def test_split_by_time_holds_out_the_latest_rows():
     assert len(holdout) == 4
     with pytest.raises(TrainingError, match="lacks positives or negatives"):
         split_by_time(frame.assign(label=1))
+
+
+def test_category_affinity_for_serving_matches_the_training_derivation():
+    from models.batch_steps import category_affinity
+
+    frame = add_category_affinity(_frame())
+    first = frame.iloc[0]
+    got = category_affinity(first["user_features_v1__top_categories"], first["user_features_v1__top_category_shares"],
+                            list(frame["item_features_v1__category"]))
+    assert list(got) == [0.3, 0.0, 0.3, 0.7]
+    assert list(category_affinity(None, None, ["toys", None])) == [0.0, 0.0]

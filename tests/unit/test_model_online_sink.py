@@ -78,3 +78,29 @@ def test_session_view_from_stream_values():
     assert view.last_items == [3, 1] and view.last_category == 3 and view.last_event_ts == 10.0
     assert list(view.session_category_counts) == [0, 1, 0, 2]
     assert session_view_from_features(None, {}, {}, 4) is None
+
+
+def test_serving_rows_by_id_equal_the_replay_rows():
+    from models.candidates import item_neighbours_frame
+    from models.online import last_item_covisit, online_features, online_features_from_store
+
+    sink = _sink(None)
+    catalog, covisit = sink.catalog, sink.covisit
+    lists = {r.item_id: (r.neighbour_item_ids, r.neighbour_scores)
+             for r in item_neighbours_frame(covisit, catalog, pd.Timestamp("2025-01-01", tz="UTC")).itertuples()}
+    values = {"last_item_ids": ["i0", "i1"], "last_category": "c0", "session_categories": ["c0", "c1"],
+              "session_category_counts": [3, 1], "last_event_epoch": 1000.0, "session_events": 4, "session_clicks": 1}
+    items = np.array([4, 1, 7, 0])
+    batch = np.array([0.5, -0.2, 0.1, 0.0])
+    trend = np.array([1.0, 0.0, 3.0, 0.5])
+    cat_index = {c: i for i, c in enumerate(catalog.category_names)}
+    view = session_view_from_features(values, cat_index, catalog.item_index, catalog.n_categories)
+    expected = online_features(batch, items, catalog.item_category, view, last_item_covisit(view, items, covisit),
+                               trend, now=1100.0)
+    got = online_features_from_store(batch, [str(catalog.item_ids[i]) for i in items],
+                                     [catalog.category_names[catalog.item_category[i]] for i in items], values,
+                                     lists, trend, now=1100.0)
+    assert np.allclose(got, expected) and got[:, 2].any() and got[:, 1].any()
+    cold = online_features_from_store(batch, ["i4", "i1", "i7", "i0"], ["c0", "c1", "c3", "c0"], None, lists,
+                                      trend, now=1100.0)
+    assert np.array_equal(cold[:, 0], batch) and not cold[:, 1:6].any()
