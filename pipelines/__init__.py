@@ -1,0 +1,1 @@
+"""tandem's data side: dataset layout, producers (generator, MovieLens adapter), Spark batch jobs and the stream."""
