@@ -113,6 +113,7 @@ class ProcessorConfig:
     max_wait_ms: int = 10  # how long the broker may wait to fill a fetch: bounds a micro-batch in time
     session_timeout_ms: int = 10_000  # how soon the group notices a dead instance
     metrics_port: int | None = None
+    commit_interval_s: float = 1.0  # Kafka commits are a convenience (Redis holds the applied offsets): batch them
     offline_flush_s: float = 10.0
     offline_flush_rows: int = 50_000
     redis_backoff_max_s: float = 5.0
@@ -175,6 +176,8 @@ class StreamProcessor:
         self._handled = 0
         self._last_log = time.monotonic()
         self._last_record = time.monotonic()
+        self._to_commit: dict[Any, int] = {}
+        self._last_commit = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -218,6 +221,7 @@ class StreamProcessor:
                       and time.monotonic() - self._last_record > self.config.stop_after_idle_s):
                     log.info("idle, stopping", extra={"fields": {"idle_s": self.config.stop_after_idle_s}})
                     break
+                self._commit()
                 self._housekeeping()
         finally:
             self._shutdown()
@@ -229,6 +233,8 @@ class StreamProcessor:
         except _REDIS_DOWN:
             log.warning("could not flush the offline outbox at shutdown (Redis unreachable); it stays in Redis")
         self.sink.flush()
+        if self._consumer is not None:
+            self._commit(force=True)
         if self._dlq is not None:
             self._dlq.flush()
             self._dlq.close(timeout=10)
@@ -244,6 +250,7 @@ class StreamProcessor:
         log.info("partitions assigned", extra={"fields": {"partitions": sorted(tp.partition for tp in tps)}})
 
     def on_revoked(self, tps: Sequence[Any]) -> None:
+        self._commit(force=True)
         for tp in tps:
             self.partitions.pop(tp.partition, None)  # drop cached state: another instance may write it next
         log.info("partitions revoked", extra={"fields": {"partitions": sorted(tp.partition for tp in tps)}})
@@ -288,7 +295,9 @@ class StreamProcessor:
             for r, _ in valid[p]:
                 self.metrics.freshness.observe(max(0.0, done - r.timestamp / 1000.0))
                 n_valid += 1
-        self._commit({tp: recs for tp, recs in batch.items() if tp.partition in applied})
+        for tp, recs in batch.items():
+            if tp.partition in applied:
+                self._to_commit[tp] = recs[-1].offset + 1
         n = sum(len(recs) for tp, recs in batch.items() if tp.partition in applied)
         self._handled += n
         self.metrics.events.labels("applied").inc(n_valid)
@@ -441,11 +450,16 @@ class StreamProcessor:
             pipe.mset({key: last[p] for p, key in zip(partitions, applied_keys, strict=True)})
             pipe.execute()
 
-    def _commit(self, batch: Mapping[Any, Sequence[Any]]) -> None:
+    def _commit(self, force: bool = False) -> None:
+        """Commit the offsets of applied records to Kafka, at most every commit_interval_s unless forced."""
         from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata
 
-        offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1) for tp, recs in batch.items()}
+        if not self._to_commit or (not force and time.monotonic() - self._last_commit < self.config.commit_interval_s):
+            return
+        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._to_commit.items()}
+        self._to_commit = {}
+        self._last_commit = time.monotonic()
         try:
             self._consumer.commit(offsets)
         except KafkaError as exc:

@@ -57,7 +57,7 @@ def test_written_but_not_committed_is_not_applied_twice(stream_settings, feature
     prefix = f"nc{uuid.uuid4().hex[:6]}"
     events, catalog = _log(prefix, n=3000)
     produce(stream_settings, events)
-    monkeypatch.setattr(StreamProcessor, "_commit", lambda self, batch: None)
+    monkeypatch.setattr(StreamProcessor, "_commit", lambda self, force=False: None)
     group = f"g-{prefix}"
     with InProcessProcessor(stream_settings, catalog=catalog, group_id=group, max_batch=200):
         wait_applied(stream_settings, len(events), timeout=60)
