@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
@@ -177,6 +178,7 @@ class StreamProcessor:
         self._last_log = time.monotonic()
         self._last_record = time.monotonic()
         self._to_commit: dict[Any, int] = {}
+        self._rebalances: queue.SimpleQueue[tuple[str, list[Any]]] = queue.SimpleQueue()
         self._last_commit = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -213,7 +215,9 @@ class StreamProcessor:
             "metrics_port": self.config.metrics_port, "max_batch": self.config.max_batch}})
         try:
             while not self._stop.is_set():
+                self._apply_rebalance()
                 records = self._consumer.poll(timeout_ms=100, max_records=self.config.max_batch)
+                self._apply_rebalance()
                 if records:
                     self._last_record = time.monotonic()
                     self.process(records)
@@ -244,16 +248,21 @@ class StreamProcessor:
 
     # -- rebalance ---------------------------------------------------------------------------------------------
 
-    def on_assigned(self, tps: Sequence[Any]) -> None:
-        for tp in tps:
-            self.partitions[tp.partition] = _Partition()
-        log.info("partitions assigned", extra={"fields": {"partitions": sorted(tp.partition for tp in tps)}})
+    # kafka-python calls the rebalance listener on its IO thread: the listener only queues the change and the
+    # main loop applies it between micro-batches. A batch of a partition revoked meanwhile is still safe to
+    # write: the applied-offset fence refuses it if the new owner got there first.
 
-    def on_revoked(self, tps: Sequence[Any]) -> None:
-        self._commit(force=True)
-        for tp in tps:
-            self.partitions.pop(tp.partition, None)  # drop cached state: another instance may write it next
-        log.info("partitions revoked", extra={"fields": {"partitions": sorted(tp.partition for tp in tps)}})
+    def _apply_rebalance(self) -> None:
+        while not self._rebalances.empty():
+            kind, tps = self._rebalances.get()
+            if kind == "assigned":
+                for tp in tps:
+                    self.partitions[tp.partition] = _Partition()  # applied offset and state are read afresh
+            else:
+                for tp in tps:
+                    self.partitions.pop(tp.partition, None)  # drop cached state: another instance may write it next
+                    self._to_commit.pop(tp, None)
+            log.info(f"partitions {kind}", extra={"fields": {"partitions": sorted(tp.partition for tp in tps)}})
 
     # -- one micro-batch ---------------------------------------------------------------------------------------
 
@@ -522,10 +531,10 @@ def _rebalance_listener(processor: StreamProcessor) -> Any:
         """Bridges kafka-python's rebalance callbacks to the processor."""
 
         def on_partitions_revoked(self, revoked: Sequence[Any]) -> None:
-            processor.on_revoked(revoked)
+            processor._rebalances.put(("revoked", list(revoked)))
 
         def on_partitions_assigned(self, assigned: Sequence[Any]) -> None:
-            processor.on_assigned(assigned)
+            processor._rebalances.put(("assigned", list(assigned)))
 
     return _Rebalance()
 
