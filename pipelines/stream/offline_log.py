@@ -3,7 +3,8 @@
 The stream feature views' batch sources are parquet directories in the offline store
 (`$TANDEM_OFFLINE_DIR/user_session`, `/item_trending`). This module is the one place
 that knows their schema — the entity join key (string), every feature of the view in
-its Arrow type, and `event_timestamp` (timestamp µs UTC; Spark rejects ns) — and the
+its Arrow type, `event_timestamp` (the entity's latest event time) and `created` (when
+the row was written), both timestamp µs UTC since Spark rejects ns — and the
 one place that creates them (`ensure_offline_tables`, needed before `feast apply`,
 which reads every SparkSource path) and appends to them.
 
@@ -30,6 +31,7 @@ from feast.types import Array, Float64, Int64, String
 from pipelines.stream.online_format import join_keys_of, stream_feature_views
 
 TIMESTAMP_FIELD = "event_timestamp"
+CREATED_FIELD = "created"  # when the row was written: orders rows that share an event_timestamp
 _ARROW = {Int64: pa.int64(), Float64: pa.float64(), String: pa.string(),
           Array(String): pa.list_(pa.string()), Array(Int64): pa.list_(pa.int64())}
 
@@ -46,6 +48,7 @@ def log_schema(view: FeatureView) -> pa.Schema:
     fields = [pa.field(k, pa.string(), nullable=False) for k in join_keys_of(view)]
     fields += [pa.field(f.name, _arrow_type(f.dtype)) for f in view.features]
     fields.append(pa.field(TIMESTAMP_FIELD, pa.timestamp("us", tz="UTC"), nullable=False))
+    fields.append(pa.field(CREATED_FIELD, pa.timestamp("us", tz="UTC"), nullable=False))
     return pa.schema(fields)
 
 
@@ -72,9 +75,9 @@ def ensure_offline_tables() -> list[Path]:
     return created
 
 
-def outbox_row(ts_us: int, entity: str, values: Sequence[Any]) -> list[Any]:
+def outbox_row(entity: str, ts_us: int, created_us: int, values: Sequence[Any]) -> list[Any]:
     """One logged row, as kept in the Redis outbox until it is flushed to parquet."""
-    return [entity, ts_us, list(values)]
+    return [entity, ts_us, created_us, list(values)]
 
 
 def rows_to_table(view: FeatureView, rows: Sequence[list[Any]]) -> pa.Table:
@@ -82,13 +85,15 @@ def rows_to_table(view: FeatureView, rows: Sequence[list[Any]]) -> pa.Table:
     names = [f.name for f in view.features]
     cols: dict[str, list[Any]] = {name: [] for name in schema.names}
     key = schema.names[0]
-    for entity, ts_us, values in rows:
+    for entity, ts_us, created_us, values in rows:
         cols[key].append(entity)
         cols[TIMESTAMP_FIELD].append(ts_us)
+        cols[CREATED_FIELD].append(created_us)
         for name, value in zip(names, values, strict=True):
             cols[name].append(value)
-    arrays = [pa.array(cols[f.name], type=pa.int64() if f.name == TIMESTAMP_FIELD else f.type) for f in schema]
-    arrays[-1] = arrays[-1].cast(schema.field(TIMESTAMP_FIELD).type)
+    stamps = (TIMESTAMP_FIELD, CREATED_FIELD)
+    arrays = [pa.array(cols[f.name], type=pa.int64()).cast(f.type) if f.name in stamps
+              else pa.array(cols[f.name], type=f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

@@ -51,7 +51,7 @@ from redis.exceptions import WatchError
 
 from pipelines.stream.examples import ExampleSink, LabelledExample, NullExampleSink
 from pipelines.stream.metrics import StreamMetrics, dlq_kind
-from pipelines.stream.offline_log import flush_outbox
+from pipelines.stream.offline_log import flush_outbox, outbox_row
 from pipelines.stream.online_format import StreamCodecs, stream_codecs
 from pipelines.stream.session_features import (
     ItemState,
@@ -438,13 +438,14 @@ class StreamProcessor:
             new_items = {i: fold_item(ItemState.from_json(raw), [item_interaction(e) for e in by_item[i]])
                          for i, raw in zip(item_ids, raws, strict=True)}
             pipe.multi()
+            created = time.time_ns() // 1000
             outbox: dict[int, list[str]] = defaultdict(list)
             for (p, u), state in new_users.items():
                 feats, values = user_rows[(p, u)]
                 pipe.set(self.keys.user(u), state.to_json(), ex=STATE_TTL_S)
                 pipe.hset(user_codec.redis_key(u), mapping=user_codec.mapping(feats, state.latest_us))
                 outbox[p].append(json.dumps(["user", f"{last[p]:012d}-{len(outbox[p]):06d}",
-                                             [u, state.latest_us, values]]))
+                                             outbox_row(u, state.latest_us, created, values)]))
             first_p = partitions[0]
             for i, key in zip(item_ids, item_keys, strict=True):
                 state = new_items[i]
@@ -453,7 +454,8 @@ class StreamProcessor:
                 pipe.hset(item_codec.redis_key(i), mapping=item_codec.mapping(feats, state.latest_us))
                 # an item row goes to the outbox of the batch's first partition (any one will do)
                 outbox[first_p].append(json.dumps(["item", f"{last[first_p]:012d}-{len(outbox[first_p]):06d}",
-                                                   [i, state.latest_us, [feats[n] for n in item_codec.feature_names]]]))
+                                                   outbox_row(i, state.latest_us, created,
+                                                              [feats[n] for n in item_codec.feature_names])]))
             for p, rows in outbox.items():
                 pipe.rpush(self.keys.outbox(p), *rows)
             pipe.mset({key: last[p] for p, key in zip(partitions, applied_keys, strict=True)})

@@ -37,10 +37,10 @@ def test_redis_key_and_fields_match_feast():
 def test_offline_schema_is_derived_from_the_views():
     user_view, item_view = stream_feature_views()
     schema = log_schema(user_view)
-    assert schema.names == ["user_id", *[f.name for f in user_view.features], "event_timestamp"]
+    assert schema.names == ["user_id", *[f.name for f in user_view.features], "event_timestamp", "created"]
     assert schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
     assert schema.field("last_item_ids").type == pa.list_(pa.string())
-    table = rows_to_table(item_view, [["i1", 1_700_000_000_000_000, [1, 2, 3, 0.5]]])
+    table = rows_to_table(item_view, [["i1", 1_700_000_000_000_000, 1_700_000_000_000_001, [1, 2, 3, 0.5]]])
     assert table.schema == log_schema(item_view)
     assert table.column("events_1h").to_pylist() == [2]
 

@@ -38,9 +38,12 @@ def feature_store(settings):
     export_feast_environment(settings)
     ensure_offline_tables()
     store = FeatureStore(repo_path=str(FEATURE_REPO))
-    wanted = {v.name: [f.name for f in v.features] for v in stream_feature_views()}
+    def shape(view):
+        return [f.name for f in view.features], view.batch_source.created_timestamp_column
+
+    wanted = {v.name: shape(v) for v in stream_feature_views()}
     try:
-        have = {name: [f.name for f in store.get_feature_view(name).features] for name in wanted}
+        have = {name: shape(store.get_feature_view(name)) for name in wanted}
     except Exception:  # noqa: BLE001 - not applied yet (feast raises several kinds)
         have = {}
     if have != wanted:
