@@ -106,6 +106,7 @@ def data_generate(
     """Generate a synthetic dataset: users with drifting taste, Zipf popularity, sessions and a purchase funnel."""
     from dataclasses import replace
 
+    from pipelines.dataset import DatasetError
     from pipelines.generate import SIZES, generate_dataset
 
     settings = _settings()
@@ -114,10 +115,13 @@ def data_generate(
     config = SIZES[size]
     overrides = {"n_events": events, "n_users": users, "n_items": items, "days": days,
                  "seed": seed if seed is not None else settings.seed}
-    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     out = out or settings.data_dir
-    with progress_bar(f"generating {config.n_events:,} events", total=config.n_events) as update:
-        meta = generate_dataset(config, out, progress=update)
+    try:
+        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        with progress_bar(f"generating {config.n_events:,} events", total=config.n_events) as update:
+            meta = generate_dataset(config, out, progress=update)
+    except (ValueError, DatasetError) as exc:
+        fail(str(exc))
     _print_dataset(out, meta)
 
 
@@ -220,8 +224,13 @@ def env() -> None:
 
 def _print_dataset(out: Path, meta: dict) -> None:
     counts = meta.get("counts", {})
-    console.print(f"[green]wrote[/] {out}: {counts.get('events', '?'):,} events, {counts.get('users', '?'):,} users, "
-                  f"{counts.get('items', '?'):,} items, {meta.get('first_ts', '?')} → {meta.get('last_ts', '?')}")
+
+    def n(key: str) -> str:
+        value = counts.get(key)
+        return f"{value:,}" if isinstance(value, int) else "?"
+
+    console.print(f"[green]wrote[/] {out}: {n('events')} events, {n('users')} users, {n('items')} items, "
+                  f"{meta.get('first_ts', '?')} → {meta.get('last_ts', '?')}")
 
 
 def main() -> None:
