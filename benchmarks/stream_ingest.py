@@ -41,7 +41,7 @@ def _start(settings, data, group: str, args, metrics_port: int = 0) -> subproces
     env = {**os.environ, "TANDEM_TOPIC": settings.topic, "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen([sys.executable, "-m", "tandem", "stream", "run", "--group", group, "--data", str(data),
                              "--metrics-port", str(metrics_port), "--max-batch", str(args.max_batch)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=open(Path(tempfile.gettempdir()) / f"{group}.log", "ab"))
 
 
 def _freshness(settings, producer, events, catalog, args) -> None:
