@@ -151,7 +151,8 @@ def stream_run(
     group: Annotated[str, typer.Option(help="Kafka consumer group; instances in one group split the partitions.")]
     = "tandem-stream",
     max_batch: Annotated[int, typer.Option(min=1, help="Most records per micro-batch.")] = 5000,
-    max_wait_ms: Annotated[int, typer.Option(min=0, help="Longest the broker waits to fill a micro-batch.")] = 10,
+    max_wait_ms: Annotated[int, typer.Option(min=0, help="Longest the broker holds a fetch while no record is there "
+                                                         "(records are returned as soon as they arrive).")] = 100,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus /metrics port (0: off; default: "
                                                           "TANDEM_STREAM_METRICS_PORT or 9108).")] = None,
     session_timeout_ms: Annotated[int, typer.Option(min=6000, help="How soon the group notices a dead instance.")]
@@ -194,7 +195,6 @@ def stream_replay(
 ) -> None:
     """Replay a dataset's events into the interactions topic in event-time order, keyed by user."""
     from pipelines.dataset import DatasetError
-
     from pipelines.stream.producer import EventProducer, load_dataset_events, replay
     from tandem.topics import ensure_topics
 

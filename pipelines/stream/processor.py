@@ -111,7 +111,8 @@ def load_catalog(dataset_dir: Path | None) -> dict[str, str]:
 class ProcessorConfig:
     group_id: str = "tandem-stream"
     max_batch: int = 5000  # records per micro-batch (max_poll_records)
-    max_wait_ms: int = 10  # how long the broker may wait to fill a fetch: bounds a micro-batch in time
+    # the broker answers a fetch as soon as any record is there; this bounds the wait when there is none (idle cost)
+    max_wait_ms: int = 100
     session_timeout_ms: int = 10_000  # how soon the group notices a dead instance
     metrics_port: int | None = None
     commit_interval_s: float = 1.0  # Kafka commits are a convenience (Redis holds the applied offsets): batch them
@@ -154,6 +155,7 @@ class _Partition:
     applied: int | None = None  # None: not loaded from Redis yet
     users: dict[str, UserState] = field(default_factory=dict)  # cache; this instance is the only writer
     last_flush: float = field(default_factory=time.monotonic)
+    outbox_rows: int = 0  # rows this instance added to the partition's outbox since its last flush
 
 
 class StreamProcessor:
@@ -198,6 +200,14 @@ class StreamProcessor:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             check_crcs=False,  # kafka-python's CRC32C is pure Python (~60 µs a record); TCP already checksums
         )
+        # know the topic's partitions before joining, so the first assignment is not an empty one
+        deadline = time.monotonic() + 60
+        while not self._consumer.partitions_for_topic(self.settings.topic):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {self.settings.topic!r} has no partitions on "
+                                   f"{self.settings.kafka_bootstrap} "
+                                   "(create it with `tandem services up` or tandem.topics.ensure_topics)")
+            time.sleep(0.2)
         self._dlq = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5)
         self._consumer.subscribe([self.settings.topic], listener=_rebalance_listener(self))
 
@@ -458,6 +468,7 @@ class StreamProcessor:
                                                               [feats[n] for n in item_codec.feature_names])]))
             for p, rows in outbox.items():
                 pipe.rpush(self.keys.outbox(p), *rows)
+                self.partitions[p].outbox_rows += len(rows)  # an estimate for when to flush; exact after EXEC
             pipe.mset({key: last[p] for p, key in zip(partitions, applied_keys, strict=True)})
             pipe.execute()
 
@@ -493,9 +504,10 @@ class StreamProcessor:
         now = time.monotonic()
         key = self.keys.outbox(partition)
         if not force and now - part.last_flush < self.config.offline_flush_s \
-                and self.redis.llen(key) < self.config.offline_flush_rows:
+                and part.outbox_rows < self.config.offline_flush_rows:
             return
         part.last_flush = now
+        part.outbox_rows = 0
         while True:
             moved = flush_outbox(self.redis, key, f"{self.settings.topic}-p{partition}",
                                  max_rows=self.config.offline_flush_rows)
