@@ -48,3 +48,36 @@ item_trending_push = PushSource(
     owner="tandem",
     tags={"path": "stream"},
 )
+
+# Batch feature tables written by pipelines/batch: one snapshot per user/item per day, stamped with the
+# time the snapshot was cut (features count only events strictly before event_timestamp).
+
+user_features_table = SparkSource(
+    name="user_features_table",
+    path=offline_table("user_features"),
+    file_format="parquet",
+    timestamp_field="event_timestamp",
+    description="Daily snapshots of each user's long-term behaviour, computed by the Spark batch job.",
+    owner="tandem",
+    tags={"path": "batch"},
+)
+
+item_features_table = SparkSource(
+    name="item_features_table",
+    path=offline_table("item_features"),
+    file_format="parquet",
+    timestamp_field="event_timestamp",
+    description="Daily snapshots of each item's popularity, conversion and catalogue attributes.",
+    owner="tandem",
+    tags={"path": "batch"},
+)
+
+user_candidates_table = SparkSource(
+    name="user_candidates_table",
+    path=offline_table("user_candidates"),
+    file_format="parquet",
+    timestamp_field="event_timestamp",
+    description="Each user's precomputed candidate list, written by the batch run's candidate step.",
+    owner="tandem",
+    tags={"path": "batch"},
+)

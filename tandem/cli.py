@@ -18,6 +18,9 @@ services_app = typer.Typer(help="Start, stop and inspect the local Redis, Kafka 
 data_app = typer.Typer(help="Produce datasets in tandem's event schema.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(data_app, name="data")
+batch_app = typer.Typer(help="The batch path: validate, features, feast apply, training set, materialize.",
+                        no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
 stream_app = typer.Typer(help="The stream: replay events into Kafka, run the feature processor.", no_args_is_help=True)
 app.add_typer(stream_app, name="stream")
 
@@ -142,6 +145,46 @@ def data_movielens(
     except DatasetError as exc:
         fail(str(exc))
     _print_dataset(out, meta)
+
+
+@batch_app.command("run")
+def batch_run(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Compute features as of this ISO time (UTC if no zone); "
+                                              "default: the end of the last event's day, at most now.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset directory (default: settings' data dir).")] = None,
+    since: Annotated[str | None, typer.Option(help="Backfill: recompute each day from this date (YYYY-MM-DD).")] = None,
+    history_days: Annotated[int, typer.Option(min=1, help="Days of snapshots a first run computes.")] = 35,
+    train_days: Annotated[int, typer.Option(min=1, help="Days of labelled examples in the training set.")] = 28,
+    negatives: Annotated[int, typer.Option(min=0, help="Sampled negatives per positive example.")] = 4,
+) -> None:
+    """Validate raw events, compute features, feast apply, build the training set, materialize (DESIGN.md §1)."""
+    from datetime import date
+
+    from pipelines.batch.run import BatchOptions, parse_as_of, run_batch
+    from pipelines.batch.sources import BatchError
+    from validation.checkpoints import ValidationFailed
+
+    settings = _settings()
+    try:
+        options = BatchOptions(dataset_dir=data or settings.data_dir,
+                               as_of=parse_as_of(as_of) if as_of else None,
+                               since=date.fromisoformat(since) if since else None, history_days=history_days,
+                               train_days=train_days, negatives_per_positive=negatives)
+    except ValueError as exc:
+        fail(str(exc) if isinstance(exc, BatchError) else f"--since {since!r} is not a date (expected YYYY-MM-DD)")
+    with progress_bar("batch run") as update:
+        def on_step(i, total, step):
+            update(i, total, description=f"batch run: {step.description}" if i < total else "batch run")
+
+        try:
+            ctx, results = run_batch(settings, options, log=lambda msg: console.print(f"  {msg}"), on_step=on_step)
+        except ValidationFailed as exc:
+            fail(f"validation failed; nothing was published\n{exc}")
+        except BatchError as exc:
+            fail(str(exc))
+    total = sum(r.seconds for r in results)
+    console.print(f"[green]batch run done[/] in {total:.1f}s as of {ctx.as_of.isoformat()}; "
+                  f"data docs: {ctx.extras['validator'].docs if 'validator' in ctx.extras else '-'}")
 
 
 @stream_app.command("run")

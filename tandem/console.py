@@ -14,12 +14,13 @@ err_console = Console(stderr=True, highlight=False)
 
 @contextmanager
 def progress_bar(description: str, total: float | None = None) -> Iterator:
-    """Yield update(done, total) for a long step; rich draws it, or prints plain lines when not a terminal."""
+    """Yield update(done, total, description=None) for a long step; rich draws it (plain lines off a terminal)."""
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task(description, total=total)
 
-        def update(done: float, total_: float | None = None) -> None:
-            progress.update(task, completed=done, total=total_ if total_ is not None else total)
+        def update(done: float, total_: float | None = None, description: str | None = None) -> None:
+            extra = {"description": description} if description is not None else {}
+            progress.update(task, completed=done, total=total_ if total_ is not None else total, **extra)
 
         yield update

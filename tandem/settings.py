@@ -7,6 +7,7 @@ defaults are the loopback services that `tandem services up` starts.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -74,10 +75,19 @@ class Settings:
         db = urlparse(self.redis_url).path.strip("/") or "0"
         return f"{host}:{port},db={db}"
 
+    @property
+    def feast_registry(self) -> Path:
+        """Feast's file registry (what `feast apply` writes)."""
+        return Path(_env("TANDEM_FEAST_REGISTRY", str(self.home / "feast" / "registry.db")))
+
     def feast_environment(self) -> dict[str, str]:
-        """Variables that feature_repo/feature_store.yaml reads as ${...} placeholders."""
+        """Variables that feature_repo/feature_store.yaml reads as ${...} placeholders, plus the Python
+        Spark workers must run: Feast's spark.engine executes Python on them (DESIGN §8)."""
         return {"TANDEM_HOME": str(self.home), "TANDEM_FEAST_REDIS": self.feast_redis,
-                "TANDEM_OFFLINE_DIR": str(self.offline_dir), "TANDEM_SPARK_MASTER": self.spark_master}
+                "TANDEM_FEAST_REGISTRY": str(self.feast_registry),
+                "TANDEM_OFFLINE_DIR": str(self.offline_dir), "TANDEM_SPARK_MASTER": self.spark_master,
+                "PYSPARK_PYTHON": _env("PYSPARK_PYTHON", sys.executable),
+                "PYSPARK_DRIVER_PYTHON": _env("PYSPARK_DRIVER_PYTHON", sys.executable)}
 
     @property
     def redis_host_port(self) -> tuple[str, int]:

@@ -3,7 +3,7 @@
 The stream feature views' batch sources are parquet directories in the offline store
 (`$TANDEM_OFFLINE_DIR/user_session`, `/item_trending`). This module is the one place
 that knows their schema — the entity join key (string), every feature of the view in
-its Arrow type, `event_timestamp` (the entity's latest event time) and `created` (when
+`event_timestamp` (the entity's latest event time), every feature in its Arrow type and `created` (when
 the row was written), both timestamp µs UTC since Spark rejects ns — and the
 one place that creates them (`ensure_offline_tables`, needed before `feast apply`,
 which reads every SparkSource path) and appends to them.
@@ -44,10 +44,14 @@ def _arrow_type(dtype: Any) -> pa.DataType:
 
 
 def log_schema(view: FeatureView) -> pa.Schema:
-    """The offline table schema of a stream feature view: join key, features, event_timestamp."""
+    """The offline table schema of a stream feature view: join key, event_timestamp, features, created.
+
+    The same layout pipelines/batch/feast_repo.arrow_schema derives for a view, so whichever stage creates a
+    table first, the files agree.
+    """
     fields = [pa.field(k, pa.string(), nullable=False) for k in join_keys_of(view)]
-    fields += [pa.field(f.name, _arrow_type(f.dtype)) for f in view.features]
     fields.append(pa.field(TIMESTAMP_FIELD, pa.timestamp("us", tz="UTC"), nullable=False))
+    fields += [pa.field(f.name, _arrow_type(f.dtype)) for f in view.features]
     fields.append(pa.field(CREATED_FIELD, pa.timestamp("us", tz="UTC"), nullable=False))
     return pa.schema(fields)
 
@@ -65,11 +69,14 @@ def _write_atomically(table: pa.Table, path: Path) -> None:
 
 
 def ensure_offline_tables() -> list[Path]:
-    """Create each stream view's offline table (an empty parquet file with its schema) if it has no data."""
+    """Create each stream view's offline table (an empty parquet file with its schema) if it has no data.
+
+    `tandem batch run` creates the same tables (pipelines/batch/offline.ensure_table) with the same schema.
+    """
     created = []
     for view in stream_feature_views():
         directory = table_dir(view)
-        if not any(directory.glob("*.parquet")):
+        if not any(directory.rglob("*.parquet")):
             _write_atomically(log_schema(view).empty_table(), directory / "part-00000-empty.parquet")
             created.append(directory)
     return created

@@ -37,7 +37,7 @@ def test_redis_key_and_fields_match_feast():
 def test_offline_schema_is_derived_from_the_views():
     user_view, item_view = stream_feature_views()
     schema = log_schema(user_view)
-    assert schema.names == ["user_id", *[f.name for f in user_view.features], "event_timestamp", "created"]
+    assert schema.names == ["user_id", "event_timestamp", *[f.name for f in user_view.features], "created"]
     assert schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
     assert schema.field("last_item_ids").type == pa.list_(pa.string())
     table = rows_to_table(item_view, [["i1", 1_700_000_000_000_000, 1_700_000_000_000_001, [1, 2, 3, 0.5]]])
@@ -87,3 +87,11 @@ def test_example_sink_loading():
         load_example_sink("nocolon")
     with pytest.raises(ValueError, match="cannot load it"):
         load_example_sink("tests.unit.test_stream_formats:missing")
+
+
+def test_stream_log_schema_agrees_with_the_batch_placeholder():
+    """Whichever stage creates the stream's offline tables first, the files have one schema."""
+    from pipelines.batch import feast_repo
+
+    for view in stream_feature_views():
+        assert log_schema(view) == feast_repo.arrow_schema(view.name)

@@ -35,8 +35,12 @@ def feature_store(settings):
     """A FeatureStore over feature_repo, applied once (skipped when the registry already has these views)."""
     from feast import FeatureStore
 
+    from pipelines.batch import feast_repo, offline
+
     export_feast_environment(settings)
     ensure_offline_tables()
+    for view in feast_repo.repo_contents().feature_views:  # `feast apply` reads every view's table
+        offline.ensure_table(view.name)
     store = FeatureStore(repo_path=str(FEATURE_REPO))
     def shape(view):
         return [f.name for f in view.features], view.batch_source.created_timestamp_column

@@ -1,0 +1,221 @@
+"""The batch path against the real Spark, Feast, Redis and Great Expectations.
+
+One batch run over a small fixture dataset feeds every test here (a shared SparkSession,
+its own offline directory, registry and Redis database, so nothing collides with a dev run).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import redis
+
+from pipelines.batch import feast_repo, offline
+from pipelines.batch.run import BatchOptions, run_batch
+from tandem.schema import EVENT_SCHEMA
+from tandem.settings import PROJECT_ROOT, Settings
+from tests.dataset_fixture import write_dataset, write_events
+
+REDIS_DB = 7
+README_REDIS_DB = 8
+VIEWS = {"user_features_v1": "user_id", "item_features_v1": "item_id"}
+
+
+def _redis_url(settings: Settings, db: int) -> str:
+    host, port = settings.redis_host_port
+    return f"redis://{host}:{port}/{db}"
+
+
+@pytest.fixture(scope="module")
+def batch(settings, tmp_path_factory):
+    """Run the whole batch path once, in isolation; yield what the tests inspect."""
+    root = tmp_path_factory.mktemp("batch")
+    now = datetime.now(UTC).replace(microsecond=0)
+    dataset = root / "dataset"
+    write_dataset(dataset, end=now, days=8, n_sessions=250)
+    # a user whose burst of activity comes after one of their positives: the point-in-time probe
+    day_x = (now - timedelta(days=3)).date()
+    noon = datetime.combine(day_x, datetime.min.time(), UTC) + timedelta(hours=12)
+    probe = [{"event_id": "pit-0", "user_id": "u_pit", "item_id": "i1", "event_type": "click", "ts": noon}]
+    probe += [{"event_id": f"pit-burst-{k}", "user_id": "u_pit", "item_id": "i2", "event_type": "view",
+               "ts": noon + timedelta(hours=6, seconds=k)} for k in range(30)]
+    probe.append({"event_id": "pit-next", "user_id": "u_pit", "item_id": "i3", "event_type": "click",
+                  "ts": noon + timedelta(days=1)})
+    write_events(dataset, probe, name="probe")
+    users = pq.read_table(dataset / "users.parquet")
+    probe_user = pa.table({"user_id": ["u_pit"], "signup_ts": [noon - timedelta(days=60)]}, schema=users.schema)
+    pq.write_table(pa.concat_tables([users, probe_user]), dataset / "users.parquet")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TANDEM_OFFLINE_DIR", str(root / "offline"))
+        mp.setenv("TANDEM_FEAST_REGISTRY", str(root / "registry.db"))
+        mp.setenv("TANDEM_REDIS_URL", _redis_url(settings, REDIS_DB))
+        run_settings = Settings()
+        for key, value in run_settings.feast_environment().items():
+            mp.setenv(key, value)
+        redis.Redis.from_url(run_settings.redis_url).flushdb()
+        ctx, results = run_batch(run_settings, BatchOptions(dataset_dir=dataset), log=print)
+        yield {"ctx": ctx, "results": results, "settings": run_settings, "root": root, "dataset": dataset,
+               "noon": noon, "probe_day": day_x}
+
+
+def _plain(value):
+    """Offline (pandas/arrow) and online (Feast) values in one comparable form."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, np.ndarray | list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _assert_online_matches_offline(store, offline_dir_view: Path, view: str, key: str, sample: int = 15):
+    latest = offline.latest_rows(offline_dir_view, key)
+    keys = sorted(latest.index)[:: max(1, len(latest) // sample)]
+    names = feast_repo.feature_names(view)
+    online = store.get_online_features(features=[f"{view}:{n}" for n in names],
+                                       entity_rows=[{key: k} for k in keys]).to_dict()
+    assert online[key] == keys
+    for name in names:
+        expected = [_plain(latest.at[k, name]) for k in keys]
+        got = [_plain(v) for v in online[name]]
+        assert got == expected, f"{view}.{name}: online {got} != latest offline {expected}"
+
+
+def test_batch_run_publishes_the_latest_offline_values_online(batch):
+    ctx, results = batch["ctx"], batch["results"]
+    assert [r.name for r in results] == ["validate", "features", "apply", "training_set", "materialize"]
+    assert ctx.days[-1] == (ctx.as_of - timedelta(microseconds=1)).date()
+    for view, key in VIEWS.items():
+        table = feast_repo.source_path(view)
+        assert table.is_relative_to(batch["root"])
+        assert offline.existing_days(table) == set(ctx.days)
+        _assert_online_matches_offline(ctx.store, table, view, key)
+    latest_users = offline.latest_rows(feast_repo.source_path("user_features_v1"), "user_id")
+    # the probe user's 32 events all lie before as_of; nothing after as_of is counted
+    assert latest_users.at["u_pit", "events_total"] == 32
+    assert set(latest_users["event_timestamp"]) == {pd.Timestamp(ctx.as_of)}
+
+
+def test_training_set_is_point_in_time_correct(batch):
+    ctx = batch["ctx"]
+    df = ctx.training_set
+    assert list(df.columns[:4]) == ["user_id", "item_id", "event_timestamp", "label"]
+    assert df.attrs["feature_service"] == "ranker_batch_v1"
+    assert set(df["label"]) == {0, 1} and str(df["event_timestamp"].dtype) == "datetime64[us, UTC]"
+    assert pd.read_parquet(ctx.training_set_path).shape == df.shape
+    probe = df[df["user_id"] == "u_pit"].set_index("item_id")
+    # the click at noon on day X sees the snapshot cut at the start of day X, not the burst that evening
+    first = probe.loc["i1"]
+    assert first["label"] == 1 and first["event_timestamp"] == pd.Timestamp(batch["noon"])
+    assert first["user_features_v1__events_total"] == 0
+    assert first["user_features_v1__events_1d"] == 0
+    # the next day's click sees the burst (and the first click): the value existed by then
+    assert probe.loc["i3", "user_features_v1__events_total"] == 31
+    # every example carries the latest snapshot at or before its own time, never a later one
+    snapshots = offline.read_partitions(feast_repo.source_path("user_features_v1")).to_pandas()
+    sample = df[df["user_features_v1__events_total"].notna()].sample(n=min(60, len(df)), random_state=1)
+    for row in sample.itertuples():
+        mine = snapshots[(snapshots["user_id"] == row.user_id) & (snapshots["event_timestamp"] <= row.event_timestamp)]
+        expected = mine.sort_values("event_timestamp").iloc[-1]["events_total"]
+        assert row.user_features_v1__events_total == expected, row
+
+
+def _redis_state(url: str) -> dict:
+    client = redis.Redis.from_url(url)
+    return {key: client.hgetall(key) for key in client.scan_iter()}
+
+
+def _tree_state(path: Path) -> dict:
+    return {str(p.relative_to(path)): p.stat().st_mtime_ns for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_planted_defects_fail_the_run_and_publish_nothing(batch, tmp_path):
+    from typer.testing import CliRunner
+
+    from tandem.cli import app
+
+    ctx, run_settings = batch["ctx"], batch["settings"]
+    dataset = tmp_path / "defective"
+    shutil.copytree(batch["dataset"], dataset)
+    last_day = ctx.days[-1]
+    at = datetime.combine(last_day, datetime.min.time(), UTC) + timedelta(minutes=5)
+    good = {"item_id": "i1", "event_type": "click", "value": None, "ts": at, "session_id": None, "user_id": "u1"}
+    existing_id = pd.read_parquet(next((dataset / "events" / f"date={last_day}").glob("*.parquet")))["event_id"][0]
+    defects = [
+        {**good, "event_id": existing_id},                                   # duplicate id
+        {**good, "event_id": "d-null", "user_id": None},                     # null user
+        {**good, "event_id": "d-future", "ts": datetime.now(UTC) + timedelta(days=30)},  # future
+        {**good, "event_id": "d-type-1", "event_type": "like"},              # unknown types
+        {**good, "event_id": "d-type-2", "event_type": "share"},
+    ]
+    loose = pa.schema([f.with_nullable(True) for f in EVENT_SCHEMA])
+    part = dataset / "events" / f"date={last_day}"
+    pq.write_table(pa.Table.from_pylist(defects, schema=loose), part / "defects.parquet")
+
+    registry = Path(run_settings.feast_registry).read_bytes()
+    online = _redis_state(run_settings.redis_url)
+    offline_before = _tree_state(run_settings.offline_dir)
+    assert online, "the batch run should have put features online"
+
+    result = CliRunner().invoke(app, ["batch", "run", "--data", str(dataset)])
+    output = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert result.exit_code == 1, output
+    text = " ".join(output.split())
+    assert "validation failed; nothing was published" in text
+    assert re.search(r"expect_column_values_to_be_unique\(event_id\) failed on 2 of \d+ rows", text), text
+    assert re.search(r"expect_column_values_to_not_be_null\(user_id\) failed on 1 of \d+ rows", text), text
+    assert re.search(r"expect_column_values_to_be_in_set\(event_type\) failed on 2 of \d+ rows", text), text
+    assert re.search(r"expect_column_values_to_be_between\(ts\) failed on 1 of \d+ rows", text), text
+    assert Path(run_settings.feast_registry).read_bytes() == registry
+    assert _redis_state(run_settings.redis_url) == online
+    assert _tree_state(run_settings.offline_dir) == offline_before
+    assert (run_settings.home / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
+
+
+def _readme_feast_commands() -> list[str]:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    block = re.search(r"<!-- feast-commands:.*?-->\s*```bash\n(.*?)```", readme, re.S)
+    assert block, "README.md lost its feast-commands block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_feast_commands_work_from_feature_repo(batch, tmp_path):
+    commands = _readme_feast_commands()
+    assert commands[0] == "cd feature_repo" and any(c.startswith("feast apply") for c in commands)
+    run_settings = batch["settings"]
+    url = _redis_url(run_settings, README_REDIS_DB)
+    redis.Redis.from_url(url).flushdb()
+    registry = tmp_path / "registry.db"
+    env = {**os.environ, "TANDEM_REDIS_URL": url, "TANDEM_FEAST_REGISTRY": str(registry),
+           # what `source .venv/bin/activate` gives a shell; PYTHONPATH makes `tandem` this checkout's
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(PROJECT_ROOT)}
+    for key in ("TANDEM_FEAST_REDIS", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
+        env.pop(key, None)
+    script = "set -euo pipefail\n" + "\n".join(commands) + "\n"
+    done = subprocess.run(["bash", "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, f"README commands failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert registry.exists()
+
+    from feast import FeatureStore
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TANDEM_FEAST_REGISTRY", str(registry))
+        mp.setenv("TANDEM_FEAST_REDIS", Settings(redis_url=url).feast_redis)
+        store = FeatureStore(repo_path=str(feast_repo.FEATURE_REPO))
+        for view, key in VIEWS.items():
+            _assert_online_matches_offline(store, feast_repo.source_path(view), view, key)

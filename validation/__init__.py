@@ -1,0 +1,1 @@
+"""Great Expectations suites and checkpoints for raw events, feature tables and training sets."""
