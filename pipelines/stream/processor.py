@@ -28,6 +28,7 @@ stays in its group; nothing is dropped) until Redis answers again.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -120,6 +121,7 @@ class ProcessorConfig:
     offline_flush_rows: int = 50_000
     redis_backoff_max_s: float = 5.0
     log_every_s: float = 5.0
+    cached_users_per_partition: int = 50_000  # user state kept in memory; evicted state is re-read from Redis
     stop_after_idle_s: float | None = None  # for tests and `--until-idle`: stop after this long with no records
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
@@ -426,7 +428,15 @@ class StreamProcessor:
             except WatchError:
                 continue  # another instance touched one of our items between read and write: read again
         for (p, u), state in new_users.items():
-            self.partitions[p].users[u] = state
+            cache = self.partitions[p].users
+            cache.pop(u, None)  # re-insert: dict order is then least recently written first
+            cache[u] = state
+        for p in last:
+            cache = self.partitions[p].users
+            excess = len(cache) - self.config.cached_users_per_partition
+            if excess > 0:
+                for u in list(itertools.islice(cache, excess + self.config.cached_users_per_partition // 10)):
+                    del cache[u]
         for p, off in last.items():
             self.partitions[p].applied = off
         return None
