@@ -194,6 +194,8 @@ def stream_run(
     group: Annotated[str, typer.Option(help="Kafka consumer group; instances in one group split the partitions.")]
     = "tandem-stream",
     max_batch: Annotated[int, typer.Option(min=1, help="Most records per micro-batch.")] = 5000,
+    linger_ms: Annotated[int, typer.Option(min=0, help="How long a micro-batch collects records after its first.")]
+    = 25,
     max_wait_ms: Annotated[int, typer.Option(min=0, help="Longest the broker holds a fetch while no record is there "
                                                          "(records are returned as soon as they arrive).")] = 100,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus /metrics port (0: off; default: "
@@ -222,7 +224,7 @@ def stream_run(
         fail(str(exc))
     ensure_topics(settings)
     ensure_offline_tables()
-    config = ProcessorConfig(group_id=group, max_batch=max_batch, max_wait_ms=max_wait_ms,
+    config = ProcessorConfig(group_id=group, max_batch=max_batch, linger_ms=linger_ms, max_wait_ms=max_wait_ms,
                              metrics_port=settings.stream_metrics_port if metrics_port is None else metrics_port,
                              session_timeout_ms=session_timeout_ms, stop_after_idle_s=until_idle)
     StreamProcessor(settings, config, catalog=catalog, sink=sink).run()

@@ -111,7 +111,8 @@ def load_catalog(dataset_dir: Path | None) -> dict[str, str]:
 @dataclass
 class ProcessorConfig:
     group_id: str = "tandem-stream"
-    max_batch: int = 5000  # records per micro-batch (max_poll_records)
+    max_batch: int = 5000  # records per micro-batch, at most
+    linger_ms: int = 25  # after the first record, keep collecting this long (or until max_batch): a micro-batch
     # the broker answers a fetch as soon as any record is there; this bounds the wait when there is none (idle cost)
     max_wait_ms: int = 100
     session_timeout_ms: int = 10_000  # how soon the group notices a dead instance
@@ -228,7 +229,7 @@ class StreamProcessor:
         try:
             while not self._stop.is_set():
                 self._apply_rebalance()
-                records = self._consumer.poll(timeout_ms=100, max_records=self.config.max_batch)
+                records = self._poll_batch()
                 self._apply_rebalance()
                 if records:
                     self._last_record = time.monotonic()
@@ -241,6 +242,22 @@ class StreamProcessor:
                 self._housekeeping()
         finally:
             self._shutdown()
+
+    def _poll_batch(self) -> dict[Any, list[Any]]:
+        """One micro-batch: the records of polls from the first record on, for linger_ms or up to max_batch."""
+        batch: dict[Any, list[Any]] = {}
+        count = 0
+        first = self._consumer.poll(timeout_ms=100, max_records=self.config.max_batch)
+        deadline = time.monotonic() + self.config.linger_ms / 1000
+        while first:
+            for tp, recs in first.items():
+                batch.setdefault(tp, []).extend(recs)
+                count += len(recs)
+            left = deadline - time.monotonic()
+            if count >= self.config.max_batch or left <= 0:
+                break
+            first = self._consumer.poll(timeout_ms=max(1, int(left * 1000)), max_records=self.config.max_batch - count)
+        return batch
 
     def _shutdown(self) -> None:
         try:
