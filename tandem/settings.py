@@ -93,6 +93,7 @@ class Settings:
     serve_host: str = field(default_factory=lambda: _env("TANDEM_SERVE_HOST", "127.0.0.1"))
     serve_port: int = field(default_factory=lambda: _env_int("TANDEM_SERVE_PORT", 3000))
     topic: str = field(default_factory=lambda: _env("TANDEM_TOPIC", "interactions"))
+    stream_metrics_port: int = field(default_factory=lambda: _env_int("TANDEM_STREAM_METRICS_PORT", 9108))
     seed: int = field(default_factory=lambda: _env_int("TANDEM_SEED", 7))
     # serving: empty API key = no authentication (the server binds to loopback by default)
     api_key: str = field(default_factory=lambda: _env("TANDEM_API_KEY", ""), repr=False)
