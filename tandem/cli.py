@@ -18,6 +18,8 @@ services_app = typer.Typer(help="Start, stop and inspect the local Redis, Kafka 
 data_app = typer.Typer(help="Produce datasets in tandem's event schema.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(help="Train, log and register the batch and online rankers (MLflow).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 batch_app = typer.Typer(help="The batch path: validate, features, feast apply, training set, materialize.",
                         no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
@@ -147,6 +149,201 @@ def data_movielens(
     _print_dataset(out, meta)
 
 
+DataOption = Annotated[Path | None, typer.Option(help="Dataset directory (default: settings' data dir).")]
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's own progress bars and run links would drown the CLI's output."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def _read_dataset(data: Path):
+    from models.jobs import read_dataset
+    from pipelines.dataset import DatasetError
+
+    try:
+        return read_dataset(data)
+    except DatasetError as exc:
+        fail(str(exc))
+
+
+def _as_of_seconds(as_of: str | None) -> float | None:
+    if as_of is None:
+        return None
+    from datetime import datetime
+
+    try:
+        ts = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--as-of {as_of!r} is not an ISO-8601 time (expected e.g. 2025-02-01T00:00:00Z)")
+    if ts.tzinfo is None:
+        fail(f"--as-of {as_of!r} has no timezone (expected UTC, e.g. 2025-02-01T00:00:00Z)")
+    return ts.timestamp()
+
+
+@train_app.command("batch")
+def train_batch(
+    data: DataOption = None,
+    as_of: Annotated[str | None, typer.Option(help="Train on history before this time (default: all of it).")] = None,
+    window: Annotated[float, typer.Option(min=0.01, max=0.45,
+                                          help="Label and holdout window, as a share of the history span.")] = 0.2,
+    candidates: Annotated[int, typer.Option(min=1, help="Candidates kept per user in the offline store.")] = 100,
+    source: Annotated[str, typer.Option(help="Training data: 'feast' (the training set `tandem batch run` saved), "
+                                             "'events' (in-process features from the dataset) or 'auto'.")] = "auto",
+) -> None:
+    """Train the XGBoost batch ranker, log it to MLflow, register `batch-ranker`, gate `champion`, write candidates."""
+    from models.jobs import latest_training_set, train_batch_from_dataset, train_batch_from_training_set
+    from models.train import TrainingError
+
+    settings = _settings()
+    _quiet_mlflow()
+    if source not in ("auto", "feast", "events"):
+        fail(f"--source {source!r} is not one of auto, feast, events")
+    saved = latest_training_set(settings.offline_dir)
+    if source == "feast" and saved is None:
+        fail(f"no saved training set under {settings.offline_dir}/training_sets: run `tandem batch run` first")
+    if saved is not None and source in ("auto", "feast"):
+        try:
+            with progress_bar(f"training the batch ranker on {saved.name}") as update:
+                _, reg = train_batch_from_training_set(saved, settings.mlflow_uri)
+                update(1, 1)
+        except TrainingError as exc:
+            fail(str(exc))
+        console.print(f"[green]registered[/] {reg.model_name} v{reg.version} (run {reg.run_id}) from {saved}; "
+                      "holdout: " + ", ".join(f"{k} {reg.metrics[k]:.4f}" for k in ("auc", "ndcg@10", "recall@10")))
+        console.print(f"champion: {'[green]yes[/]' if reg.champion else '[yellow]no[/]'} — {reg.reason}")
+        console.print("candidate lists are written by the batch run's candidates step (`tandem batch run`)")
+        return
+    data = data or settings.data_dir
+    events, items = _read_dataset(data)
+    try:
+        with progress_bar("training the batch ranker (features, XGBoost, MLflow, candidates)") as update:
+            result = train_batch_from_dataset(events, items, settings.mlflow_uri,
+                                              as_of=_as_of_seconds(as_of), window_fraction=window,
+                                              candidates_limit=candidates)
+            update(1, 1)
+    except TrainingError as exc:
+        fail(str(exc))
+    reg = result.registration
+    console.print(f"[green]registered[/] {reg.model_name} v{reg.version} (run {reg.run_id}) on "
+                  f"{result.train_rows:,} training rows; holdout ({result.holdout_rows:,} rows): "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in reg.metrics.items() if k in ("auc", "ndcg@10", "recall@10",
+                                                                                       "hitrate@10")))
+    console.print(f"champion: {'[green]yes[/]' if reg.champion else '[yellow]no[/]'} — {reg.reason}")
+    if result.candidates_path:
+        console.print(f"candidate lists for {result.candidate_users:,} users → {result.candidates_path}")
+
+
+@train_app.command("online")
+def train_online(
+    data: DataOption = None,
+    window: Annotated[float, typer.Option(min=0.01, max=0.9,
+                                          help="Replay this latest share of the history as the stream.")] = 0.2,
+    publish_every: Annotated[int, typer.Option(min=100, help="Examples per update (one candidate version each).")
+                             ] = 4_000,
+) -> None:
+    """Update the online ranker from streamed labelled examples; register each update that passes its sanity check."""
+    from models.features import BATCH_FEATURES
+    from models.jobs import online_examples, update_online_model
+    from models.registry import BATCH_MODEL, RegistryError, load_champion
+    from models.train import TrainingError
+
+    settings = _settings()
+    _quiet_mlflow()
+    data = data or settings.data_dir
+    events, items = _read_dataset(data)
+    try:
+        batch = load_champion(BATCH_MODEL, settings.mlflow_uri)
+        scorer = None if list(batch.model.feature_columns) == list(BATCH_FEATURES) else _feast_scorer(settings, batch)
+        with progress_bar("replaying the stream into labelled examples") as update:
+            examples = online_examples(events, items, batch.model, window_fraction=window, progress=update,
+                                       pair_scorer=scorer)
+        with progress_bar("updating the online ranker") as update:
+            result = update_online_model(examples, settings.mlflow_uri, publish_every=publish_every, progress=update)
+    except (RegistryError, TrainingError) as exc:
+        fail(str(exc))
+    console.print(f"online ranker: {result.examples:,} examples in {result.updates} updates "
+                  f"(batch scores from batch-ranker v{batch.version})")
+    for reg in result.registrations:
+        state = f"v{reg.version} champion" if reg.champion else "not registered"
+        console.print(f"  {state}: sanity AUC {reg.metrics['sanity_auc']:.4f} — {reg.reason}")
+
+
+def _feast_scorer(settings, batch):
+    """Point-in-time batch scores through Feast for a champion trained on the feature service's columns."""
+    from models.jobs import DEFAULT_FEATURE_SERVICE, feast_pair_scorer
+
+    try:
+        from pipelines.batch import feast_repo
+    except ImportError:
+        fail(f"batch-ranker v{batch.version} was trained on Feast features, but the Feast repo helpers "
+             "(pipelines.batch) are not installed: cannot score the stream's examples")
+    service = batch.tags.get("feature_service") or DEFAULT_FEATURE_SERVICE
+    return feast_pair_scorer(feast_repo.feature_store(settings), service, batch.model)
+
+
+@app.command("evaluate")
+def evaluate(
+    data: DataOption = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON here.")] = None,
+    k: Annotated[int, typer.Option(min=1, help="List length (the protocol's default is 10).")] = 10,
+) -> None:
+    """DESIGN.md §5: split by time at the 80th percentile, replay after T, report popularity/batch/stream/hybrid."""
+    from models.evaluate import EvaluationConfig, EvaluationError, evaluate_dataset, write_report
+    from models.train import TrainingError
+    from pipelines.dataset import DatasetError
+
+    settings = _settings()
+    data = data or settings.data_dir
+    try:
+        with progress_bar(f"evaluating on {data} (train before T, replay after)") as update:
+            result = evaluate_dataset(data, EvaluationConfig(k=k), progress=update)
+    except (DatasetError, EvaluationError, TrainingError) as exc:
+        fail(str(exc))
+    table = Table(title=f"tandem evaluate — {result.details['queries']:,} replayed queries after "
+                        f"{result.details['split_ts']}")
+    for col in ("system", f"HitRate@{k}", f"NDCG@{k}", f"Recall@{k}"):
+        table.add_column(col)
+    for row in result.rows:
+        table.add_row(row["name"], f"{row[f'hitrate@{k}']:.4f}", f"{row[f'ndcg@{k}']:.4f}",
+                      f"{row[f'recall@{k}']:.4f}")
+    console.print(table)
+    console.print(f"mode: {result.mode}")
+    md_path, js_path = write_report(result, settings.home / "reports", json_path)
+    console.print(f"report: {md_path} and {js_path}" + (f"; JSON also at {json_path}" if json_path else ""))
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default TANDEM_SERVE_HOST, loopback).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default TANDEM_SERVE_PORT).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default TANDEM_SERVE_WORKERS).")] = None,
+) -> None:
+    """Serve /recommend and /feedback with BentoML (API docs at /docs, metrics at /metrics)."""
+    import os
+    import sys
+
+    from tandem.settings import PROJECT_ROOT, is_loopback
+
+    settings = _settings()
+    host = host or settings.serve_host
+    port = port or settings.serve_port
+    if not is_loopback(host) and not settings.api_key:
+        err_console.print(f"[yellow]warning:[/] binding {host} without TANDEM_API_KEY: anyone who can reach "
+                          "this address can call the API")
+    env = {**os.environ, "TANDEM_SERVE_HOST": host, "TANDEM_SERVE_PORT": str(port),
+           "BENTOML_DO_NOT_TRACK": "True"}
+    if workers:
+        env["TANDEM_SERVE_WORKERS"] = str(workers)
+    console.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:Recommender", "--host", host,
+           "--port", str(port), "--working-dir", str(PROJECT_ROOT)]
+    os.execvpe(cmd[0], cmd, env)
+
+
 @batch_app.command("run")
 def batch_run(
     as_of: Annotated[str | None, typer.Option("--as-of", help="Compute features as of this ISO time (UTC if no zone); "
@@ -156,11 +353,15 @@ def batch_run(
     history_days: Annotated[int, typer.Option(min=1, help="Days of snapshots a first run computes.")] = 35,
     train_days: Annotated[int, typer.Option(min=1, help="Days of labelled examples in the training set.")] = 28,
     negatives: Annotated[int, typer.Option(min=0, help="Sampled negatives per positive example.")] = 4,
+    models: Annotated[bool, typer.Option(help="Run the model steps (train + register the batch ranker, candidate "
+                                              "lists) between the training set and materialize.")] = True,
 ) -> None:
-    """Validate raw events, compute features, feast apply, build the training set, materialize (DESIGN.md §1)."""
+    """Validate raw events, compute features, feast apply, build the training set, train, materialize (DESIGN.md §1)."""
     from datetime import date
 
-    from pipelines.batch.run import BatchOptions, parse_as_of, run_batch
+    from models.registry import RegistryError
+    from models.train import TrainingError
+    from pipelines.batch.run import BatchOptions, default_steps, insert_steps, parse_as_of, run_batch
     from pipelines.batch.sources import BatchError
     from validation.checkpoints import ValidationFailed
 
@@ -172,15 +373,22 @@ def batch_run(
                                train_days=train_days, negatives_per_positive=negatives)
     except ValueError as exc:
         fail(str(exc) if isinstance(exc, BatchError) else f"--since {since!r} is not a date (expected YYYY-MM-DD)")
+    steps = default_steps()
+    if models:
+        from models.batch_steps import model_steps
+
+        _quiet_mlflow()
+        steps = insert_steps(steps, before="materialize", new=model_steps())
     with progress_bar("batch run") as update:
         def on_step(i, total, step):
             update(i, total, description=f"batch run: {step.description}" if i < total else "batch run")
 
         try:
-            ctx, results = run_batch(settings, options, log=lambda msg: console.print(f"  {msg}"), on_step=on_step)
+            ctx, results = run_batch(settings, options, steps=steps, log=lambda msg: console.print(f"  {msg}"),
+                                     on_step=on_step)
         except ValidationFailed as exc:
             fail(f"validation failed; nothing was published\n{exc}")
-        except BatchError as exc:
+        except (BatchError, TrainingError, RegistryError) as exc:
             fail(str(exc))
     total = sum(r.seconds for r in results)
     console.print(f"[green]batch run done[/] in {total:.1f}s as of {ctx.as_of.isoformat()}; "
@@ -257,6 +465,27 @@ def stream_replay(
         seconds = replay(producer, events, rate=rate or None, progress=update)
     console.print(f"[green]replayed[/] {len(events):,} events in {seconds:.1f}s "
                   f"({len(events) / max(seconds, 1e-9):,.0f} events/s) into {settings.topic}")
+
+
+@app.command("demo")
+def demo(
+    size: Annotated[str, typer.Option(help="Preset dataset size (see `tandem data generate --help`).")] = "demo",
+    users: Annotated[int, typer.Option(min=1, max=20, help="Users to show before/after streamed clicks.")] = 3,
+    clicks: Annotated[int, typer.Option(min=1, max=6, help="Streamed clicks per user.")] = 4,
+    keep_running: Annotated[bool, typer.Option(help="Leave the stream processor and server running.")] = False,
+    data: Annotated[Path | None, typer.Option(help="Dataset directory (default: <data dir>/demo).")] = None,
+) -> None:
+    """Run tandem end to end, then show recommendations change after a burst of streamed clicks."""
+    from tandem.demo import DemoError, DemoOptions, run_demo
+
+    settings = _settings()
+    try:
+        changed = run_demo(settings, DemoOptions(size=size, users=users, clicks=clicks, keep_running=keep_running,
+                                                 data_dir=data))
+    except DemoError as exc:
+        fail(str(exc))
+    if changed == 0:
+        fail("no user's recommendations changed after the streamed clicks")
 
 
 @app.command("env")

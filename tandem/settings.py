@@ -6,6 +6,7 @@ defaults are the loopback services that `tandem services up` starts.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -30,8 +31,54 @@ def _env_int(name: str, default: int) -> int:
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
 class SettingsError(ValueError):
     """A setting from the environment that tandem cannot use."""
+
+
+# A/B variants of /recommend: the share of users each gets and the online model's weight in the blend.
+DEFAULT_AB_VARIANTS = ('{"hybrid": {"share": 0.5, "online_weight": 0.5}, '
+                       '"batch_only": {"share": 0.5, "online_weight": 0.0}}')
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    share: float
+    online_weight: float
+
+
+def parse_ab_variants(raw: str) -> tuple[Variant, ...]:
+    """TANDEM_AB_VARIANTS (JSON: {name: {"share": s, "online_weight": w}}) as variants; shares must sum to 1."""
+    try:
+        spec = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"TANDEM_AB_VARIANTS is not valid JSON: {exc}") from None
+    if not isinstance(spec, dict) or not spec:
+        raise SettingsError("TANDEM_AB_VARIANTS: expected a non-empty JSON object {name: {share, online_weight}}")
+    variants = []
+    for name, v in spec.items():
+        if not isinstance(v, dict) or set(v) - {"share", "online_weight"} or "share" not in v:
+            raise SettingsError(f"TANDEM_AB_VARIANTS[{name!r}]: expected "
+                                f"{{\"share\": s, \"online_weight\": w}}, got {v!r}")
+        share, weight = v["share"], v.get("online_weight", 0.0)
+        for label, x in (("share", share), ("online_weight", weight)):
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0:
+                raise SettingsError(f"TANDEM_AB_VARIANTS[{name!r}].{label}: expected a number in [0, 1], got {x!r}")
+        variants.append(Variant(str(name), float(share), float(weight)))
+    total = sum(v.share for v in variants)
+    if abs(total - 1.0) > 1e-6:
+        raise SettingsError(f"TANDEM_AB_VARIANTS: shares sum to {total:g}, expected 1")
+    return tuple(variants)
 
 
 @dataclass(frozen=True)
@@ -48,6 +95,15 @@ class Settings:
     topic: str = field(default_factory=lambda: _env("TANDEM_TOPIC", "interactions"))
     stream_metrics_port: int = field(default_factory=lambda: _env_int("TANDEM_STREAM_METRICS_PORT", 9108))
     seed: int = field(default_factory=lambda: _env_int("TANDEM_SEED", 7))
+    # serving: empty API key = no authentication (the server binds to loopback by default)
+    api_key: str = field(default_factory=lambda: _env("TANDEM_API_KEY", ""), repr=False)
+    ab_variants_json: str = field(default_factory=lambda: _env("TANDEM_AB_VARIANTS", DEFAULT_AB_VARIANTS))
+    model_poll_s: float = field(default_factory=lambda: _env_float("TANDEM_MODEL_POLL_S", 3.0))
+    serve_workers: int = field(default_factory=lambda: _env_int("TANDEM_SERVE_WORKERS", 1))
+    # BentoML's per-request access log costs CPU on the hot path; /recommend decisions are logged anyway
+    serve_access_log: bool = field(default_factory=lambda: _env("TANDEM_SERVE_ACCESS_LOG", "0") in ("1", "true"))
+    feature_repo: Path = field(default_factory=lambda: Path(_env("TANDEM_FEATURE_REPO",
+                                                                 str(PROJECT_ROOT / "feature_repo"))))
 
     @property
     def dlq_topic(self) -> str:
@@ -57,6 +113,20 @@ class Settings:
     def data_dir(self) -> Path:
         """The default dataset directory (commands take --data/--out to use another)."""
         return Path(_env("TANDEM_DATA", str(self.home / "data")))
+
+    @property
+    def ab_variants(self) -> tuple[Variant, ...]:
+        return parse_ab_variants(self.ab_variants_json)
+
+    @property
+    def serving_cache_dir(self) -> Path:
+        """Where serving keeps its local fallback cache (popular items, item features) for Redis outages."""
+        return self.home / "serving"
+
+    @property
+    def decision_log(self) -> Path:
+        """One JSON line per /recommend answer (user, variant, model versions, items) for comparing A/B variants."""
+        return Path(_env("TANDEM_DECISION_LOG", str(self.serving_cache_dir / "decisions.jsonl")))
 
     @property
     def run_dir(self) -> Path:

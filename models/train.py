@@ -1,0 +1,273 @@
+"""The batch ranker: XGBoost on a point-in-time training frame, evaluated on a later time window.
+
+The training frame is the batch path's contract (pipelines/batch `build_training_set`): one row
+per (user_id, item_id, event_timestamp) with `label` (1 = the user interacted, 0 = sampled
+negative) and numeric feature columns. Which columns are features is the FeatureService's
+business (`feature_columns_from_service`), never a list copied here. Features whose name contains
+"affinity" get a non-decreasing monotone constraint, so more taste for an item's category can
+never lower its score.
+
+`build_training_frame` makes the same frame in-process from an event log (models/features.py):
+features as of `as_of`, labels from the window after it — what `tandem evaluate` and
+`tandem train batch` use when the Feast path is not asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from models.candidates import Candidates, covisitation_matrix, generate_candidates, history_matrix, popularity
+from models.features import BATCH_FEATURES, BatchFeatures, Catalog, EventLog, compute_batch_features, pair_features
+from models.metrics import auc, grouped_ranking_metrics
+
+MONOTONE_INCREASING_MARKERS: tuple[str, ...] = ("affinity",)
+KEY_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "event_timestamp", "label")
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "binary:logistic",
+    "eval_metric": "auc",
+    "eta": 0.1,
+    "max_depth": 6,
+    "min_child_weight": 2.0,
+    "subsample": 0.9,
+    "colsample_bytree": 0.9,
+    "lambda": 1.0,
+    "tree_method": "hist",
+    # one thread: on a shared machine OpenMP's spin-waiting makes small trainings and predictions ~10x slower
+    "nthread": 1,
+    "seed": 7,
+}
+DEFAULT_ROUNDS = 150
+NUMERIC_FEAST_TYPES = ("Int32", "Int64", "Float32", "Float64", "Bool")
+
+
+class TrainingError(ValueError):
+    """A training frame or configuration the ranker cannot use; the message names the problem."""
+
+
+def monotone_constraints(feature_columns: list[str] | tuple[str, ...]) -> tuple[int, ...]:
+    """+1 for category-affinity features (score non-decreasing in them), 0 for the rest."""
+    return tuple(1 if any(m in name for m in MONOTONE_INCREASING_MARKERS) else 0 for name in feature_columns)
+
+
+def feature_columns_from_service(feature_service: Any, full_feature_names: bool = False) -> list[str]:
+    """The numeric feature columns a Feast FeatureService puts in a training frame, in service order."""
+    columns = []
+    for projection in feature_service.feature_view_projections:
+        for f in projection.features:
+            if type(f.dtype).__name__ in NUMERIC_FEAST_TYPES or str(f.dtype) in NUMERIC_FEAST_TYPES:
+                columns.append(f"{projection.name_to_use()}__{f.name}" if full_feature_names else f.name)
+    if not columns:
+        raise TrainingError(f"feature service {feature_service.name!r} has no numeric features to train on")
+    return columns
+
+
+@dataclass
+class BatchRanker:
+    """A trained booster and the feature columns it reads, in order."""
+
+    booster: xgb.Booster
+    feature_columns: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # predictions are small batches (one user's candidates): threads cost more than they save
+        self.booster.set_param({"nthread": 1})
+
+    def _matrix(self, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
+        if isinstance(frame, pd.DataFrame):
+            missing = [c for c in self.feature_columns if c not in frame.columns]
+            if missing:
+                raise TrainingError(f"frame lacks feature column(s) {', '.join(missing)} the ranker was trained on")
+            return frame[self.feature_columns].to_numpy(dtype=np.float32)
+        x = np.asarray(frame, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != len(self.feature_columns):
+            raise TrainingError(f"expected a 2-d array with {len(self.feature_columns)} feature columns, "
+                                f"got shape {x.shape}")
+        return x
+
+    def predict(self, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Probability of interaction per row."""
+        x = self._matrix(frame)
+        if len(x) == 0:
+            return np.zeros(0)
+        return np.asarray(self.booster.inplace_predict(x), dtype=float)
+
+    def predict_margin(self, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Log-odds per row (what the online model takes as its batch-score feature)."""
+        x = self._matrix(frame)
+        if len(x) == 0:
+            return np.zeros(0)
+        return np.asarray(self.booster.inplace_predict(x, predict_type="margin"), dtype=float)
+
+
+def check_training_frame(frame: pd.DataFrame, feature_columns: list[str]) -> dict[str, Any]:
+    """The checks a frame must pass before training: keys present, both labels, numeric finite-or-NaN features.
+
+    Returns {"success": bool, "checks": {name: bool}, "failures": [messages]} (logged with the run).
+    """
+    failures = []
+    missing = [c for c in (*KEY_COLUMNS, *feature_columns) if c not in frame.columns]
+    if missing:
+        failures.append(f"missing column(s) {', '.join(missing)}")
+    checks: dict[str, bool] = {"columns_present": not missing}
+    if not missing:
+        labels = set(pd.unique(frame["label"]))
+        checks["labels_binary"] = labels <= {0, 1}
+        checks["both_labels"] = labels >= {0, 1}
+        if not checks["labels_binary"]:
+            failures.append(f"label has values {sorted(labels)[:5]}, expected 0/1")
+        if not checks["both_labels"]:
+            failures.append(f"label needs both 0 and 1, got only {sorted(labels)}")
+        non_numeric = [c for c in feature_columns if not pd.api.types.is_numeric_dtype(frame[c])]
+        checks["features_numeric"] = not non_numeric
+        if non_numeric:
+            failures.append(f"feature column(s) {', '.join(non_numeric)} are not numeric")
+        else:
+            values = frame[feature_columns].to_numpy(dtype=float)
+            checks["features_no_inf"] = not np.isinf(values).any()
+            if not checks["features_no_inf"]:
+                failures.append("feature values contain +/-inf")
+        checks["not_empty"] = len(frame) > 0
+        if not checks["not_empty"]:
+            failures.append("the frame has no rows")
+    return {"success": not failures, "checks": checks, "failures": failures}
+
+
+def train_batch_ranker(frame: pd.DataFrame, feature_columns: list[str], params: dict[str, Any] | None = None,
+                       num_boost_round: int = DEFAULT_ROUNDS) -> BatchRanker:
+    """Fit XGBoost (binary:logistic) on `frame`; affinity features are monotone non-decreasing."""
+    feature_columns = list(feature_columns)
+    result = check_training_frame(frame, feature_columns)
+    if not result["success"]:
+        raise TrainingError(f"training frame rejected: {'; '.join(result['failures'])}")
+    params = {**DEFAULT_PARAMS, **(params or {})}
+    params["monotone_constraints"] = "(" + ",".join(str(c) for c in monotone_constraints(feature_columns)) + ")"
+    dtrain = xgb.DMatrix(frame[feature_columns].to_numpy(dtype=np.float32), label=frame["label"].to_numpy(),
+                         feature_names=feature_columns)
+    booster = xgb.train(params, dtrain, num_boost_round=num_boost_round)
+    return BatchRanker(booster, feature_columns, {**params, "num_boost_round": num_boost_round})
+
+
+def evaluate_ranker(scores: np.ndarray, frame: pd.DataFrame, k: int = 10) -> dict[str, float]:
+    """AUC over rows, and HitRate/NDCG/Recall@k ranking each user's rows by `scores` (positives are relevant)."""
+    labels = frame["label"].to_numpy()
+    out = {"auc": auc(labels, scores)}
+    ranking = grouped_ranking_metrics(frame["user_id"].to_numpy(), labels, scores, k=k)
+    out.update({key: float(v) for key, v in ranking.items()})
+    out["rows"] = float(len(frame))
+    return out
+
+
+def time_window(frame: pd.DataFrame) -> dict[str, str]:
+    """First and last event_timestamp of a frame (ISO), for the run's data window."""
+    ts = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return {"start": ts.min().isoformat(), "end": ts.max().isoformat()}
+
+
+# ---------------------------------------------------------------------------------------------- in-process frames
+
+
+@dataclass
+class InProcessWindow:
+    """Everything built for one point-in-time window: features as of `as_of`, candidates, co-visitation."""
+
+    as_of: float
+    features: BatchFeatures
+    candidates: Candidates
+    covisit: Any  # scipy csr item×item
+    history: Any  # scipy csr user×item recency weights
+    item_popularity: np.ndarray
+
+    def covisit_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Each (user, item) pair's co-visitation with the user's history (0 for users unknown at as_of)."""
+        users, items = np.asarray(users), np.asarray(items)
+        out = np.zeros(len(users))
+        known = users < self.history.shape[0]
+        if known.any():
+            ku, ki = users[known], items[known]
+            uniq, inv = np.unique(ku, return_inverse=True)
+            block = (self.history[uniq] @ self.covisit).tocsr()
+            out[known] = np.asarray(block[inv, ki]).ravel()
+        return out
+
+    def rows(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The ranker's feature rows (BATCH_FEATURES order) for (user, item) index pairs."""
+        return pair_features(self.features, users, items, self.covisit_scores(users, items))
+
+
+def build_window(log: EventLog, catalog: Catalog, as_of: float) -> InProcessWindow:
+    """Features, co-visitation and candidate lists as of `as_of`."""
+    hist = log.before(as_of)
+    covisit = covisitation_matrix(hist, catalog.n_items)
+    return InProcessWindow(
+        as_of=as_of,
+        features=compute_batch_features(log, catalog, as_of),
+        candidates=generate_candidates(log, catalog, as_of, covisit=covisit),
+        covisit=covisit,
+        history=history_matrix(log, log.n_users, catalog.n_items, as_of),
+        item_popularity=popularity(log, catalog.n_items, as_of),
+    )
+
+
+def build_training_frame(log: EventLog, catalog: Catalog, window: InProcessWindow, label_end: float,
+                         negatives_per_positive: int = 4, seed: int = 7) -> pd.DataFrame:
+    """Labelled rows: features as of `window.as_of`, positives = items first interacted with in [as_of, label_end).
+
+    Negatives are drawn half from the user's candidate list (what the ranker must order in serving)
+    and half uniformly from the catalogue, never an item the user interacted with before `label_end`.
+    """
+    rng = np.random.default_rng(seed)
+    as_of = window.as_of
+    future = log.between(as_of, label_end)
+    seen_before = window.history
+    pairs = pd.DataFrame({"u": future.user, "i": future.item, "t": future.ts}).drop_duplicates(["u", "i"])
+    if len(pairs):
+        known = pairs["u"].to_numpy() < seen_before.shape[0]
+        already = np.zeros(len(pairs), dtype=bool)
+        already[known] = np.asarray(seen_before[pairs["u"].to_numpy()[known], pairs["i"].to_numpy()[known]]).ravel() > 0
+        pairs = pairs[~already]
+    if pairs.empty:
+        raise TrainingError(f"no new interactions between as_of and label_end ({as_of} .. {label_end}): "
+                            "nothing to learn from; widen the window")
+    upto = log.before(label_end)
+    touched_set = set(zip(upto.user.tolist(), upto.item.tolist(), strict=True))
+    neg_u, neg_i, neg_t = [], [], []
+    for u, group in pairs.groupby("u", sort=False):
+        need = negatives_per_positive * len(group)
+        cand = window.candidates.of(int(u))
+        from_cand = rng.choice(cand, size=min(len(cand), need // 2 + 1), replace=False) if len(cand) else []
+        # uniform (not popularity-weighted) so the ranker can still learn that popular items are picked more
+        from_pop = rng.integers(0, catalog.n_items, size=need)
+        ts = group["t"].to_numpy()
+        chosen: set[int] = set()
+        for item in list(from_cand) + list(from_pop):
+            if (int(u), int(item)) in touched_set or int(item) in chosen:
+                continue
+            chosen.add(int(item))
+            neg_u.append(int(u))
+            neg_i.append(int(item))
+            neg_t.append(ts[rng.integers(len(ts))])
+            need -= 1
+            if need <= 0:
+                break
+    users = np.r_[pairs["u"].to_numpy(), np.array(neg_u, dtype=np.int64)]
+    items = np.r_[pairs["i"].to_numpy(), np.array(neg_i, dtype=np.int64)]
+    ts = np.r_[pairs["t"].to_numpy(), np.array(neg_t, dtype=float)]
+    labels = np.r_[np.ones(len(pairs), dtype=np.int64), np.zeros(len(neg_u), dtype=np.int64)]
+    frame = pd.DataFrame(window.rows(users, items), columns=list(BATCH_FEATURES))
+    frame.insert(0, "user_id", log.user_ids[users])
+    frame.insert(1, "item_id", catalog.item_ids[items])
+    frame.insert(2, "event_timestamp", pd.to_datetime(ts, unit="s", utc=True).astype("datetime64[us, UTC]"))
+    frame.insert(3, "label", labels)
+    return frame
+
+
+def describe_params(ranker: BatchRanker) -> dict[str, str]:
+    """The ranker's params as strings for MLflow (dicts and lists as JSON)."""
+    return {k: json.dumps(v) if isinstance(v, (dict, list, tuple)) else str(v) for k, v in ranker.params.items()}

@@ -1,0 +1,131 @@
+"""Request and response bodies of the HTTP API (DESIGN.md §3), with the input limits they enforce.
+
+Unknown fields are rejected (400 naming them) so that a misspelt option never silently does nothing.
+`/feedback` bodies are checked by `tandem.schema.validate_event`, the one event validation; the model
+here only documents the fields in the OpenAPI spec.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from _bentoml_sdk.io_models import IOMixin
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from tandem.schema import EVENT_TYPES, MAX_EVENT_BYTES, MAX_ID_LENGTH, REQUIRED_FIELDS
+
+MAX_K = 100
+DEFAULT_K = 10
+MAX_EXCLUDE = 500
+# a /recommend body is small; anything bigger is refused before parsing (413)
+MAX_BODY_BYTES = max(64 * 1024, MAX_EVENT_BYTES)
+
+
+def check_id(value: str, name: str) -> str:
+    """The event schema's id rules: non-blank, at most MAX_ID_LENGTH characters, no control characters."""
+    if not value.strip():
+        raise ValueError(f"{name} must not be empty or blank")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{name} has {len(value)} characters, at most {MAX_ID_LENGTH} allowed")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{name} contains control characters")
+    return value
+
+
+class RecommendContext(BaseModel):
+    """Optional request context."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str | None = Field(None, description="The client's session id (logged with the decision).")
+    exclude_item_ids: Annotated[list[str], Field(max_length=MAX_EXCLUDE)] = Field(
+        default_factory=list, description=f"Items not to recommend (e.g. already shown), at most {MAX_EXCLUDE}.")
+
+    @field_validator("session_id")
+    @classmethod
+    def _session_id(cls, v: str | None) -> str | None:
+        return None if v is None else check_id(v, "session_id")
+
+    @field_validator("exclude_item_ids")
+    @classmethod
+    def _exclude(cls, v: list[str]) -> list[str]:
+        return [check_id(x, "exclude_item_ids[]") for x in v]
+
+
+class RecommendRequest(IOMixin, BaseModel):
+    """POST /recommend body."""
+
+    model_config = ConfigDict(extra="forbid", title="RecommendRequest")
+
+    user_id: str = Field(description=f"The user to recommend for (1–{MAX_ID_LENGTH} characters). "
+                                     "Unknown users get popular items.")
+    k: StrictInt = Field(DEFAULT_K, ge=1, le=MAX_K, description=f"How many items to return, 1–{MAX_K}.")
+    context: RecommendContext = Field(default_factory=RecommendContext)
+
+    @field_validator("user_id")
+    @classmethod
+    def _user_id(cls, v: str) -> str:
+        return check_id(v, "user_id")
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float = Field(description="The blended score the list is ordered by.")
+    batch_score: float | None = Field(description="The batch champion's score.")
+    online_score: float | None = Field(description="The online champion's score (null when it is not loaded).")
+
+
+class ModelVersions(BaseModel):
+    batch: str | None = Field(description="Version of batch-ranker@champion used, null if none is registered.")
+    online: str | None = Field(description="Version of online-ranker@champion used, null if none is registered.")
+
+
+class RecommendResponse(BaseModel):
+    user_id: str
+    items: list[RecommendedItem]
+    variant: str = Field(description="The A/B variant the user is assigned to (TANDEM_AB_VARIANTS).")
+    model_versions: ModelVersions
+    degraded: bool = Field(description="True when a fallback answered: online store unreachable, or a model missing.")
+    degraded_reasons: list[str] = Field(default_factory=list, description="Why the answer is degraded, if it is.")
+    feature_age_s: float = Field(description="Seconds since the freshest feature this answer used was written.")
+
+
+_EVENT_DOCS = {
+    "event_id": "Unique id of the event (string, ≤ 128 characters).",
+    "user_id": "The user (string, ≤ 128 characters).",
+    "item_id": "The item (string, ≤ 128 characters).",
+    "event_type": f"One of {', '.join(EVENT_TYPES)}.",
+    "value": "Rating in [0, 5] (required for `rating`) or price; optional number ≥ 0.",
+    "ts": "Event time, ISO-8601 with a timezone, e.g. 2026-01-31T12:00:00Z.",
+    "session_id": "Optional session id (string, ≤ 128 characters).",
+}
+
+
+# at least one character that is neither whitespace nor a control character, none that is a control character
+_ID_PATTERN = "^[^\\x00-\\x1f]*[^\\x00-\\x20][^\\x00-\\x1f]*$"
+_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": _ID_PATTERN}
+
+
+class FeedbackEvent(IOMixin, BaseModel):
+    """POST /feedback body: one interaction event in tandem's event schema (tandem/schema.py)."""
+
+    # values are typed loosely on purpose: validate_event is the one place that judges an event;
+    # the JSON schema still documents what it accepts
+    model_config = ConfigDict(extra="forbid", title="FeedbackEvent",
+                              json_schema_extra={"required": list(REQUIRED_FIELDS)})
+
+    event_id: Any = Field(None, description=_EVENT_DOCS["event_id"], json_schema_extra=_ID_SCHEMA)
+    user_id: Any = Field(None, description=_EVENT_DOCS["user_id"], json_schema_extra=_ID_SCHEMA)
+    item_id: Any = Field(None, description=_EVENT_DOCS["item_id"], json_schema_extra=_ID_SCHEMA)
+    event_type: Any = Field(None, description=_EVENT_DOCS["event_type"],
+                            json_schema_extra={"type": "string", "enum": list(EVENT_TYPES)})
+    value: Any = Field(None, description=_EVENT_DOCS["value"], json_schema_extra={"type": "number", "minimum": 0})
+    ts: Any = Field(None, description=_EVENT_DOCS["ts"], json_schema_extra={"type": "string", "format": "date-time"})
+    session_id: Any = Field(None, description=_EVENT_DOCS["session_id"], json_schema_extra=_ID_SCHEMA)
+
+
+class FeedbackAccepted(BaseModel):
+    event_id: str
+    topic: str
+    partition: int
+    offset: int

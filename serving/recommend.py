@@ -1,0 +1,207 @@
+"""The pure logic of /recommend: A/B assignment, candidate gathering, feature rows, blending and top-k.
+
+No I/O here: serving/service.py reads the online store (serving/features.py) and holds the models
+(serving/models.py), then calls these functions. Everything here is unit-tested without services.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tandem.settings import Variant
+
+AB_SALT = "tandem-ab-v1"
+# candidate budget per request (DESIGN.md §6 sizes the hot path for 100 candidates)
+MAX_CANDIDATES = 100
+COVISIT_QUOTA = 30
+SESSION_CATEGORY_QUOTA = 20
+TRENDING_QUOTA = 10
+MAX_SESSION_ITEMS = 5
+
+# features serving derives per request (no store holds them); models may train on them under these names
+ITEM_IN_LAST_CATEGORY = "request__item_in_last_category"
+ITEM_COVISITED_WITH_SESSION = "request__item_covisited_with_session"
+ITEM_IS_TRENDING = "request__item_is_trending"
+REQUEST_FEATURES = (ITEM_IN_LAST_CATEGORY, ITEM_COVISITED_WITH_SESSION, ITEM_IS_TRENDING)
+
+SOURCE_COVISIT, SOURCE_SESSION_CATEGORY = "covisit", "session_category"
+SOURCE_PRECOMPUTED, SOURCE_TRENDING, SOURCE_POPULAR = "precomputed", "trending", "popular"
+
+
+def assign_variant(user_id: str, variants: Sequence[Variant], salt: str = AB_SALT) -> Variant:
+    """Deterministically map a user to a variant: a hash of (salt, user id) as a point in [0, 1) against the shares."""
+    digest = hashlib.blake2b(f"{salt}:{user_id}".encode(), digest_size=8).digest()
+    point = int.from_bytes(digest, "big") / 2**64
+    cumulative = 0.0
+    for variant in variants:
+        cumulative += variant.share
+        if point < cumulative:
+            return variant
+    return variants[-1]
+
+
+@dataclass(frozen=True)
+class UserView:
+    """What the online store knows about one user, as serving needs it."""
+
+    user_id: str
+    values: Mapping[str, float] = field(default_factory=dict)  # numeric user features by full name view__feature
+    candidates: tuple[str, ...] = ()  # the batch-precomputed candidate list
+    session_items: tuple[str, ...] = ()  # the stream's last_item_ids, newest first
+    last_category: str | None = None
+    updated_epoch: float | None = None  # event time of the freshest user feature row
+
+    @property
+    def known(self) -> bool:
+        return bool(self.values or self.candidates or self.session_items)
+
+
+def gather_candidates(
+    user: UserView,
+    covisit: Mapping[str, Sequence[str]],
+    trending: Sequence[str],
+    popular: Sequence[str],
+    exclude: Iterable[str] = (),
+    limit: int = MAX_CANDIDATES,
+    session_category: Sequence[str] = (),
+) -> list[tuple[str, str]]:
+    """Merge candidate sources into at most `limit` unseen items, each with the source that contributed it.
+
+    Order of precedence: items co-visited with the session's last items (round-robin over those items,
+    newest first), popular items of the session's last category, the precomputed list, trending, then
+    popular items to fill up (all of it for a cold user).
+    """
+    seen = set(exclude) | set(user.session_items)
+    out: list[tuple[str, str]] = []
+    taken: set[str] = set()
+
+    def take(items: Iterable[str], source: str, quota: int) -> None:
+        added = 0
+        for item in items:
+            if len(out) >= limit or added >= quota:
+                return
+            if item in seen or item in taken:
+                continue
+            taken.add(item)
+            out.append((item, source))
+            added += 1
+
+    lists = [covisit.get(item, ()) for item in user.session_items[:MAX_SESSION_ITEMS]]
+    take(_round_robin(lists), SOURCE_COVISIT, COVISIT_QUOTA)
+    take(session_category, SOURCE_SESSION_CATEGORY, SESSION_CATEGORY_QUOTA)
+    take(user.candidates, SOURCE_PRECOMPUTED, limit)
+    take(trending, SOURCE_TRENDING, TRENDING_QUOTA)
+    take(popular, SOURCE_POPULAR, limit)
+    return out
+
+
+def _round_robin(lists: Sequence[Sequence[str]]) -> Iterable[str]:
+    longest = max((len(x) for x in lists), default=0)
+    for i in range(longest):
+        for items in lists:
+            if i < len(items):
+                yield items[i]
+
+
+def request_features(
+    user: UserView,
+    categories: Sequence[str | None],
+    sources: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """Per-candidate features that only exist at request time (NaN where the session says nothing)."""
+    n = len(sources)
+    if user.last_category is None:
+        in_last = np.full(n, np.nan)
+    else:
+        in_last = np.fromiter((c == user.last_category for c in categories), dtype=np.float64, count=n)
+    covisited = np.fromiter((s == SOURCE_COVISIT for s in sources), dtype=np.float64, count=n)
+    trending = np.fromiter((s == SOURCE_TRENDING for s in sources), dtype=np.float64, count=n)
+    return {ITEM_IN_LAST_CATEGORY: in_last, ITEM_COVISITED_WITH_SESSION: covisited, ITEM_IS_TRENDING: trending}
+
+
+def resolve_feature_names(wanted: Sequence[str], available: Iterable[str]) -> list[str | None]:
+    """Map a model's feature names onto available full names (view__feature); a bare name matches if unambiguous.
+
+    Unresolvable names map to None and are scored as missing (NaN), which XGBoost treats as its default branch.
+    """
+    available = list(available)
+    full = set(available)
+    by_bare: dict[str, list[str]] = {}
+    for name in available:
+        by_bare.setdefault(name.split("__", 1)[-1], []).append(name)
+    out: list[str | None] = []
+    for name in wanted:
+        if name in full:
+            out.append(name)
+        elif len(by_bare.get(name, [])) == 1:
+            out.append(by_bare[name][0])
+        else:
+            out.append(None)
+    return out
+
+
+def feature_matrix(
+    columns: Sequence[str | None],
+    user_values: Mapping[str, float],
+    item_columns: Mapping[str, np.ndarray],
+    rows: np.ndarray,
+    per_request: Mapping[str, np.ndarray],
+) -> np.ndarray:
+    """One row per candidate, one column per model feature: item columns gathered by row, user values broadcast."""
+    x = np.full((len(rows), len(columns)), np.nan, dtype=np.float32)
+    for j, name in enumerate(columns):
+        if name is None:
+            continue
+        if name in per_request:
+            x[:, j] = per_request[name]
+        elif name in item_columns:
+            x[:, j] = item_columns[name][rows]
+        elif name in user_values:
+            x[:, j] = user_values[name]
+    return x
+
+
+@dataclass(frozen=True)
+class Ranked:
+    item_id: str
+    score: float
+    batch_score: float | None
+    online_score: float | None
+
+
+def top_k(
+    item_ids: Sequence[str],
+    blended: np.ndarray,
+    batch: np.ndarray | None,
+    online: np.ndarray | None,
+    k: int,
+) -> list[Ranked]:
+    """The k best items by blended score (ties keep candidate order, so results are stable)."""
+    if len(item_ids) == 0:
+        return []
+    order = np.argsort(-blended, kind="stable")[:k]
+    return [
+        Ranked(
+            item_id=item_ids[i],
+            score=_finite(blended[i]),
+            batch_score=None if batch is None else _finite(batch[i]),
+            online_score=None if online is None else _finite(online[i]),
+        )
+        for i in order
+    ]
+
+
+def _finite(x: float) -> float:
+    x = float(x)
+    return x if math.isfinite(x) else 0.0
+
+
+def feature_age_s(now_epoch: float, *updated_epochs: float | None) -> float:
+    """Seconds since the freshest of the given feature timestamps (0 when none is known)."""
+    known = [t for t in updated_epochs if t is not None]
+    return max(0.0, now_epoch - max(known)) if known else 0.0

@@ -1,0 +1,392 @@
+"""The BentoML service: POST /recommend, POST /feedback; BentoML adds /healthz, /livez, /readyz, /metrics, /docs.
+
+Thin on purpose: features come from serving/features.py, models from serving/models.py, and the
+ranking logic from serving/recommend.py. Run it with `tandem serve` (loopback by default).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+from prometheus_client import Counter
+from starlette.responses import JSONResponse
+
+from serving.features import ItemSnapshot, OnlineFeatures, OnlineStoreUnavailable, UserRecord
+from serving.http_models import (
+    MAX_BODY_BYTES,
+    FeedbackAccepted,
+    FeedbackEvent,
+    ModelVersions,
+    RecommendContext,
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+)
+from serving.interim import EventProducer, blend_scores, sigmoid
+from serving.models import ChampionHolder, Ranker
+from serving.recommend import (
+    REQUEST_FEATURES,
+    UserView,
+    assign_variant,
+    feature_age_s,
+    feature_matrix,
+    gather_candidates,
+    request_features,
+    resolve_feature_names,
+    top_k,
+)
+from tandem.schema import MAX_EVENT_BYTES, EventError, validate_event
+from tandem.settings import get_settings
+
+log = logging.getLogger("tandem.serving")
+decisions = logging.getLogger("tandem.serving.decisions")
+
+SETTINGS = get_settings()
+API_PATHS = {"/recommend": MAX_BODY_BYTES, "/feedback": MAX_EVENT_BYTES}
+# probes and the API docs stay open; /recommend, /feedback and /metrics need the key when TANDEM_API_KEY is set
+OPEN_PATHS = ("/healthz", "/livez", "/readyz", "/static_content/")
+OPEN_DOCS = ("/", "/docs", "/docs.json")
+POPULAR_SIZE = 200
+
+# BentoML runs prometheus_client in multiprocess mode and exports this on /metrics with its own metrics
+recommendations_total = Counter("tandem_recommendations_total", "Answers of /recommend by A/B variant and degradation.",
+                                ["variant", "degraded"])
+
+
+class RequestGuard:
+    """ASGI middleware: API key, body size and content type checks, and 400 bodies that name the problem."""
+
+    def __init__(self, app: Any, api_key: str = ""):
+        self.app = app
+        self.api_key = api_key.encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        if path == "/docs":  # DESIGN.md §3 promises the docs at /docs; BentoML's Swagger UI lives at /
+            return await _redirect(send, "/")
+        if self.api_key and not (path in OPEN_DOCS or path.startswith(OPEN_PATHS)) and not self._authorized(headers):
+            return await _reject(send, 401, "missing or wrong API key: send it as the X-API-Key header "
+                                            "(or Authorization: Bearer <key>)")
+        limit = API_PATHS.get(path)
+        if limit is None or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        ctype = headers.get("content-type", b"application/json").split(b";")[0].strip().lower()
+        if ctype not in (b"application/json", b""):
+            return await _reject(send, 415, f"Content-Type {ctype.decode('latin-1')!r} is not supported; "
+                                            "send application/json")
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await _reject(send, 413, f"request body of {declared.decode('latin-1')} bytes is too large: "
+                                            f"at most {limit} bytes on {path}")
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > limit:
+                return await _reject(send, 413, f"request body is too large: at most {limit} bytes on {path}")
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, _NamedErrors(send))
+
+    def _authorized(self, headers: dict[str, bytes]) -> bool:
+        given = headers.get("x-api-key")
+        if given is None:
+            auth = headers.get("authorization", b"")
+            given = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
+        return hmac.compare_digest(given, self.api_key)
+
+
+class _NamedErrors:
+    """Rewrites BentoML's 400 validation bodies so `error` says which field is wrong and why."""
+
+    def __init__(self, send: Any):
+        self.send = send
+        self.start: dict | None = None
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 400:
+            self.start = message
+            return
+        if self.start is None:
+            return await self.send(message)
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = b"".join(self.chunks)
+        try:
+            data = json.loads(body)
+            if isinstance(data, dict) and isinstance(data.get("detail"), list) and data["detail"]:
+                data["error"] = "; ".join(_describe(d) for d in data["detail"])
+                body = json.dumps(data).encode()
+        except (json.JSONDecodeError, TypeError, KeyError):
+            pass
+        headers = [(k, v) for k, v in self.start["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.send({**self.start, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _describe(detail: dict) -> str:
+    loc = ".".join(str(p) for p in detail.get("loc", ()) if p != "body") or "body"
+    msg = str(detail.get("msg", "invalid"))
+    if detail.get("type") == "extra_forbidden":
+        msg = "unknown field (not accepted; see the API docs at /docs)"
+    return f"{loc}: {msg}"
+
+
+async def _redirect(send: Any, location: str) -> None:
+    await send({"type": "http.response.start", "status": 307,
+                "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _reject(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _log_decisions_to(path: Path) -> None:
+    """Send the decision log (one JSON object per line) to `path`; appends from several workers interleave by line."""
+    if decisions.handlers:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    decisions.addHandler(handler)
+    decisions.setLevel(logging.INFO)
+    decisions.propagate = False
+
+
+def _user_view(user_id: str, record: UserRecord, features: OnlineFeatures) -> UserView:
+    c = features.contract
+    values = record.values
+    candidates = values.get("__".join(c.candidates)) or ()
+    session_items = values.get("__".join(c.session_items)) or ()
+    category = values.get("__".join(c.session_category))
+    numeric = {k: float(v) for k, v in values.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return UserView(user_id=user_id, values=numeric, candidates=tuple(str(x) for x in candidates),
+                    session_items=tuple(str(x) for x in session_items),
+                    last_category=str(category) if category else None, updated_epoch=record.updated_epoch)
+
+
+@bentoml.service(
+    name="tandem",
+    workers=SETTINGS.serve_workers,
+    threads=4,
+    http={"host": SETTINGS.serve_host, "port": SETTINGS.serve_port},
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": SETTINGS.serve_access_log}},
+)
+class Recommender:
+    """Hybrid batch + online recommendations over Feast's online store."""
+
+    def __init__(self) -> None:
+        self.settings = get_settings()
+        _log_decisions_to(self.settings.decision_log)
+        self.variants = self.settings.ab_variants
+        self.features = OnlineFeatures(self.settings)
+        self.models = ChampionHolder(self.settings)
+        # (snapshot version, batch version) → popular items, and the popular items of each category
+        self._popular: tuple[tuple[str, str | None], list[str], dict[str, list[str]]] = (("", None), [], {})
+        self._popular_lock = threading.Lock()
+        self._producer: Any = None
+        self._producer_lock = threading.Lock()
+        self.features.on_items_changed.append(lambda _: self._refresh_popular())
+        self.models.on_change.append(lambda _: self._refresh_popular())
+        self.features.start()
+        self.models.start()
+        self._refresh_popular()
+
+    def __is_ready__(self) -> bool:
+        """Ready once the batch champion is loaded (the online one is optional: batch-only is a fallback)."""
+        return self.models.current.batch is not None
+
+    # ---- /recommend --------------------------------------------------------------------------
+
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest)
+    def recommend(self, user_id: str, k: int = 10, context: RecommendContext | None = None) -> RecommendResponse:
+        """Top-k items for a user: candidates from the precomputed list, session co-visitation and trending,
+        scored by the batch and online champions and blended by the user's A/B variant."""
+        context = context or RecommendContext()
+        try:
+            return self._recommend(user_id, k, context)
+        except Exception as exc:  # a recommender always answers: popular items, flagged, and the error logged
+            log.exception("recommend(%r) failed; answering with popular items", user_id)
+            return self._popular_answer(user_id, k, context, f"error:{type(exc).__name__}")
+
+    def _popular_answer(self, user_id: str, k: int, context: RecommendContext, reason: str) -> RecommendResponse:
+        champions = self.models.current
+        _, popular, _ = self._popular
+        exclude = set(context.exclude_item_ids)
+        items = [i for i in popular or self.features.items.item_ids if i not in exclude][:k]
+        recommendations_total.labels(variant="fallback", degraded="true").inc()
+        return RecommendResponse(
+            user_id=user_id, items=[RecommendedItem(item_id=i, score=0.0, batch_score=None, online_score=None)
+                                    for i in items],
+            variant=assign_variant(user_id, self.variants).name,
+            model_versions=ModelVersions(batch=champions.batch.version if champions.batch else None,
+                                         online=champions.online.version if champions.online else None),
+            degraded=True, degraded_reasons=[reason], feature_age_s=0.0)
+
+    def _recommend(self, user_id: str, k: int, context: RecommendContext) -> RecommendResponse:
+        now = time.time()
+        champions = self.models.current  # read once: a swap mid-request cannot mix versions
+        snapshot, item_columns, trending = self.features.item_columns()
+        variant = assign_variant(user_id, self.variants)
+        reasons: list[str] = []
+        try:
+            record = self.features.read_user(user_id)
+        except OnlineStoreUnavailable:
+            reasons.append("online_store_unreachable")
+            record = self.features.cached_user(user_id) or UserRecord({}, None, False)
+        if snapshot.source != "redis":
+            reasons.append("item_features_from_local_cache")
+        user = _user_view(user_id, record, self.features)
+        _, popular, by_category = self._popular
+        popular = popular or trending or snapshot.item_ids[:POPULAR_SIZE]
+        in_category = by_category.get(user.last_category, ()) if user.last_category else ()
+        gathered = [(item, source) for item, source in
+                    gather_candidates(user, snapshot.covisit, trending, popular, context.exclude_item_ids,
+                                      session_category=in_category)
+                    if item in snapshot.index]
+        item_ids = [item for item, _ in gathered]
+        rows = np.fromiter((snapshot.index[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
+        per_request = request_features(user, [snapshot.categories[r] for r in rows], [s for _, s in gathered])
+
+        def score(ranker: Ranker | None) -> np.ndarray | None:
+            if ranker is None or not len(rows):
+                return None
+            columns = self._columns(ranker, snapshot, item_columns)
+            return ranker.score(feature_matrix(columns, user.values, item_columns, rows, per_request))
+
+        batch = score(champions.batch)
+        online = score(champions.online)
+        if champions.batch is None:
+            reasons.append("batch_model_missing")
+        if champions.online is None and variant.online_weight > 0:
+            reasons.append("online_model_missing")
+        if batch is not None:
+            blended = blend_scores(batch, online if variant.online_weight > 0 else None, variant.online_weight)
+        elif online is not None:
+            blended = online
+        else:  # no model at all: keep the candidate order (popular for a cold user)
+            blended = -np.arange(len(item_ids), dtype=np.float64)
+        # models score in log-odds and blend there (models/blend.py); the API reports probabilities
+        ranked = top_k(item_ids, sigmoid(blended), None if batch is None else sigmoid(batch),
+                       None if online is None else sigmoid(online), k)
+        age = feature_age_s(now, record.updated_epoch) if record.found else feature_age_s(now, snapshot.updated_epoch)
+        response = RecommendResponse(
+            user_id=user_id,
+            items=[RecommendedItem(item_id=r.item_id, score=r.score, batch_score=r.batch_score,
+                                   online_score=r.online_score) for r in ranked],
+            variant=variant.name,
+            model_versions=ModelVersions(batch=champions.batch.version if champions.batch else None,
+                                         online=champions.online.version if champions.online else None),
+            degraded=bool(reasons), degraded_reasons=reasons, feature_age_s=round(age, 3))
+        recommendations_total.labels(variant=variant.name, degraded=str(bool(reasons)).lower()).inc()
+        if decisions.isEnabledFor(logging.INFO):
+            decisions.info(json.dumps({
+                "ts": round(now, 3), "user_id": user_id, "variant": variant.name, "known_user": user.known,
+                "degraded": reasons, "model_versions": response.model_versions.model_dump(),
+                "session_id": context.session_id, "items": [r.item_id for r in ranked],
+                "feature_age_s": response.feature_age_s}))
+        return response
+
+    def _columns(self, ranker: Ranker, snapshot: ItemSnapshot, item_columns: dict) -> list[str | None]:
+        """The model's feature names resolved against what the store holds (cached per item snapshot/schema)."""
+        key = (snapshot.version, tuple(self.features.user_views), len(item_columns))
+        columns = ranker._resolved.get(key)
+        if columns is None:
+            user_names = [f"{v.name}__{f}" for v in self.features.user_views for f in v.fields]
+            available = [*item_columns, *user_names, *REQUEST_FEATURES]
+            columns = resolve_feature_names(ranker.feature_names, available)
+            missing = [n for n, c in zip(ranker.feature_names, columns, strict=True) if c is None]
+            if missing:
+                log.warning("%s v%s: features not in the online store, scored as missing: %s",
+                            ranker.name, ranker.version, ", ".join(missing))
+            ranker._resolved.clear()
+            ranker._resolved[key] = columns
+        return columns
+
+    def _refresh_popular(self) -> None:
+        """The batch champion's top items for the default (empty) profile: what a cold user is shown."""
+        with self._popular_lock:
+            snapshot = self.features.items
+            batch = self.models.current.batch
+            key = (snapshot.version, batch.version if batch else None)
+            if key == self._popular[0] or not snapshot.item_ids:
+                return
+            order = np.arange(len(snapshot.item_ids))
+            if batch is not None:
+                _, item_columns, _ = self.features.item_columns()
+                default = UserView(user_id="")
+                per_request = request_features(default, snapshot.categories, ["popular"] * len(order))
+                columns = self._columns(batch, snapshot, item_columns)
+                scores = batch.score(feature_matrix(columns, {}, item_columns, order, per_request))
+                order = np.argsort(-scores, kind="stable")
+            by_category: dict[str, list[str]] = {}
+            for i in order:
+                category = snapshot.categories[i]
+                if category is not None and len(by_category.setdefault(category, [])) < POPULAR_SIZE:
+                    by_category[category].append(snapshot.item_ids[i])
+            popular = [snapshot.item_ids[i] for i in order[:POPULAR_SIZE]] if batch is not None else []
+            self._popular = (key, popular, by_category)
+
+    # ---- /feedback ---------------------------------------------------------------------------
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackEvent)
+    def feedback(self, **fields: Any) -> FeedbackAccepted:
+        """Record one interaction: validated against tandem's event schema, then produced to Kafka
+        (topic `interactions`, keyed by user id) for the stream processor."""
+        raw = {k: v for k, v in fields.items() if v is not None}
+        try:
+            event = validate_event(raw)
+        except EventError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)  # type: ignore[return-value]
+        try:
+            meta = self._kafka().send(event).get(timeout=5)
+        except Exception as exc:  # Kafka down is not the client's fault: 503 so it retries
+            log.warning("producing event %s failed: %s", event.event_id, exc)
+            with self._producer_lock:
+                self._producer = None
+            return JSONResponse({"error": f"event not recorded: Kafka unavailable ({type(exc).__name__})"},
+                                status_code=503)  # type: ignore[return-value]
+        return FeedbackAccepted(event_id=event.event_id, topic=meta.topic, partition=meta.partition,
+                                offset=meta.offset)
+
+    def _kafka(self) -> EventProducer:
+        with self._producer_lock:
+            if self._producer is None:
+                # the stream's shared producer (idempotent, acks=all), with short waits: the client is waiting
+                self._producer = EventProducer(self.settings, linger_ms=1, max_block_ms=3000,
+                                               request_timeout_ms=5000)
+            return self._producer
+
+
+Recommender.add_asgi_middleware(RequestGuard, api_key=SETTINGS.api_key)

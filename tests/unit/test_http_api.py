@@ -1,0 +1,82 @@
+"""HTTP input limits without a server: request models, the API-key/body-size guard and its error messages."""
+
+import asyncio
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from serving.http_models import MAX_K, RecommendRequest
+from serving.service import RequestGuard
+
+
+def test_recommend_request_defaults_and_limits():
+    r = RecommendRequest.model_validate_json('{"user_id": "u1"}')
+    assert r.k == 10 and r.context.exclude_item_ids == []
+    assert RecommendRequest.model_validate({"user_id": "u1", "k": MAX_K}).k == MAX_K
+    for bad in [{"user_id": "u1", "k": MAX_K + 1}, {"user_id": "u1", "k": True}, {"user_id": "\t"},
+                {"user_id": "u1", "context": {"exclude_item_ids": ["ok", ""]}},
+                {"user_id": "u1", "context": {"exclude_item_ids": ["i"] * 501}},
+                {"user_id": "u1", "surprise": 1}]:
+        with pytest.raises(ValidationError):
+            RecommendRequest.model_validate(bad)
+
+
+async def _echo_app(scope, receive, send):
+    body = (await receive())["body"]
+    status = 400 if body == b"invalid" else 200
+    payload = (json.dumps({"error": "1 validation error", "detail": [
+        {"type": "int_parsing", "loc": ["body", "k"], "msg": "Input should be a valid integer"}]}).encode()
+        if status == 400 else body)
+    headers = [(b"content-length", b"%d" % len(payload))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _call(guard, path="/recommend", body=b"{}", headers=(), chunks=None):
+    sent = []
+    parts = chunks or [body]
+
+    async def receive():
+        chunk = parts.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(parts)}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path,
+             "headers": [(k.encode(), v.encode()) for k, v in headers]}
+    asyncio.run(guard(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], body
+
+
+def test_guard_checks_the_api_key_but_leaves_probes_open():
+    guard = RequestGuard(_echo_app, api_key="s3cret")
+    status, body = _call(guard)
+    assert status == 401 and b"API key" in body
+    assert _call(guard, headers=[("x-api-key", "wrong")])[0] == 401
+    assert _call(guard, headers=[("x-api-key", "s3cret")]) == (200, b"{}")
+    assert _call(guard, headers=[("authorization", "Bearer s3cret")]) == (200, b"{}")
+    assert _call(guard, path="/readyz")[0] == 200
+    assert _call(guard, path="/docs.json")[0] == 200
+    assert _call(guard, path="/metrics")[0] == 401
+    assert _call(guard, path="/docs")[0] == 307
+    assert _call(RequestGuard(_echo_app))[0] == 200  # no key configured: open
+
+
+def test_guard_bounds_the_body_even_without_content_length():
+    guard = RequestGuard(_echo_app)
+    status, body = _call(guard, headers=[("content-length", "999999")])
+    assert status == 413 and b"at most" in body
+    status, body = _call(guard, chunks=[b"x" * 40_000, b"x" * 40_000])
+    assert status == 413
+    assert _call(guard, path="/feedback", body=b"y" * 20_000)[0] == 413
+    assert _call(guard, headers=[("content-type", "text/csv")])[0] == 415
+
+
+def test_guard_names_the_field_in_validation_errors():
+    status, body = _call(RequestGuard(_echo_app), body=b"invalid")
+    assert status == 400
+    assert json.loads(body)["error"] == "k: Input should be a valid integer"

@@ -1,0 +1,99 @@
+"""The online model, its features, the session state it reads, and the blend serving uses."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.blend import blend_scores
+from models.online import (
+    LABEL,
+    ONLINE_FEATURES,
+    OnlineModelError,
+    OnlineTrainer,
+    coefficients,
+    new_online_model,
+    online_features,
+    partial_fit,
+    predict_margin,
+    sanity_check,
+)
+from models.session import SessionTracker, SessionView, update_session
+
+
+def _examples(n: int, seed: int, flip: bool = False) -> pd.DataFrame:
+    """Clicks depend on the session-category share and the batch score."""
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame(rng.normal(size=(n, len(ONLINE_FEATURES))), columns=list(ONLINE_FEATURES))
+    logit = 2.0 * x["active_session_category_share"] + 1.0 * x["batch_logit"]
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    x[LABEL] = 1 - y if flip else y
+    return x
+
+
+def test_incremental_updates_learn_the_signal():
+    trainer = OnlineTrainer(update_every=200)
+    steps = [trainer.add(_examples(100, seed)) for seed in range(20)]
+    assert sum(steps) == 10 and trainer.updates == 10 and trainer.examples_seen == 2000
+    coef = coefficients(trainer.model)
+    assert coef["active_session_category_share"] > coef["trend_log"] + 0.5
+    assert coef["batch_logit"] > 0.3
+    check = sanity_check(trainer.model, _examples(1000, 99))
+    assert check.success and check.auc > 0.75
+
+
+def test_sanity_check_rejects_a_model_that_got_worse():
+    good = partial_fit(new_online_model(), _examples(2000, 1), _examples(2000, 1)[LABEL])
+    bad = partial_fit(new_online_model(), _examples(2000, 2, flip=True), _examples(2000, 2, flip=True)[LABEL])
+    recent = _examples(1000, 3)
+    result = sanity_check(bad, recent, champion=good)
+    assert not result.success and "minimum" in result.reason
+    assert not sanity_check(good, recent.assign(label=1)).success  # one label: nothing to check against
+
+
+def test_unfitted_model_and_wrong_shapes_say_what_is_wrong():
+    with pytest.raises(OnlineModelError, match="not been fitted"):
+        predict_margin(new_online_model(), np.zeros((1, len(ONLINE_FEATURES))))
+    with pytest.raises(OnlineModelError, match="lack online feature column"):
+        partial_fit(new_online_model(), pd.DataFrame({"batch_logit": [1.0]}), np.array([1]))
+
+
+def test_session_view_tracks_items_categories_and_sessions():
+    view = SessionView(n_categories=3)
+    update_session(view, item=5, category=1, positive=False, ts=100.0, session_key=1)
+    update_session(view, item=6, category=2, positive=True, ts=110.0, session_key=1)
+    update_session(view, item=5, category=1, positive=False, ts=120.0, session_key=1)
+    assert view.last_items == [5, 6]
+    assert view.session_events == 3 and view.session_clicks == 1
+    assert view.session_category_share()[2] == pytest.approx(0.5)
+    update_session(view, item=7, category=0, positive=False, ts=5000.0, session_key=2)
+    assert view.session_events == 1 and view.session_category_share()[0] == 1.0
+    assert view.recent_category_share(5000.0)[1] > 0  # the earlier session still counts toward recent taste
+    assert view.is_active(5000.0 + 60) and not view.is_active(5000.0 + 3 * 3600)
+
+
+def test_online_features_of_an_unknown_user_leave_the_batch_score_alone():
+    rows = online_features(np.array([0.3, -1.0]), np.array([0, 1]), np.array([0, 1]), None,
+                           np.zeros(2), np.zeros(2), now=0.0)
+    assert rows.shape == (2, len(ONLINE_FEATURES))
+    assert list(rows[:, 0]) == [0.3, -1.0] and not rows[:, 1:].any()
+
+
+def test_trend_decays():
+    tracker = SessionTracker(np.array([0, 0, 1]), 2, trend_half_life_s=100.0)
+    tracker.observe(0, 2, True, 0.0, 1)
+    assert tracker.trend(0.0)[2] == pytest.approx(1.0)
+    assert tracker.trend(100.0)[2] == pytest.approx(0.5)
+
+
+def test_blend_scores():
+    batch, online = np.array([2.0, 1.0, 0.0]), np.array([0.0, 1.0, 5.0])
+    assert np.array_equal(blend_scores(batch, None), batch)
+    assert np.array_equal(blend_scores(batch, online, 0.0), batch)
+    assert np.array_equal(blend_scores(batch, online, 1.0), online)
+    assert blend_scores(batch, np.array([np.nan, 1.0, 5.0]), 0.5)[0] == 2.0
+    # monotone in each input
+    assert (blend_scores(batch, online + 1, 0.5) > blend_scores(batch, online, 0.5)).all()
+    with pytest.raises(ValueError, match="online_weight"):
+        blend_scores(batch, online, 1.5)
+    with pytest.raises(ValueError, match="3 batch scores but 2 online"):
+        blend_scores(batch, online[:2])

@@ -1,0 +1,37 @@
+"""The replay on the stream processor's own feature functions (runs once pipelines.stream is installed)."""
+
+import pandas as pd
+import pytest
+
+from models.evaluate import EvaluationConfig, evaluate_events
+from models.features import Catalog
+from tests.models_data import drifting_log
+
+session_features = pytest.importorskip("pipelines.stream.session_features")
+
+
+def test_stream_processor_state_reads_back_what_the_stream_would_store():
+    from models.stream_state import StreamProcessorState, default_stream_state, stream_processor_state
+
+    assert default_stream_state() is stream_processor_state
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "category": ["x", "y", "x"]})
+    state = StreamProcessorState(Catalog.from_items(items), session_features)
+    state.observe(user=0, item=0, positive=False, ts=1000.0, session_key=1)
+    state.observe(user=0, item=2, positive=True, ts=1060.0, session_key=1)
+    view = state.view(0)
+    assert view.last_items == [2, 0]
+    assert view.session_events == 2 and view.session_clicks == 1
+    assert view.session_category_share()[0] == 1.0  # both events in category x (index 0)
+    assert view.last_event_ts == pytest.approx(1060.0)
+    assert state.trend(2000.0)[2] > 0 and state.trend(2000.0)[1] == 0
+    assert state.view(1) is None
+
+
+def test_evaluation_on_the_stream_functions_still_rewards_recency():
+    from models.stream_state import stream_processor_state
+
+    events, items = drifting_log(n_users=120, n_items=60, days=16, sessions_per_user=8)
+    result = evaluate_events(events, items, EvaluationConfig(online_update_every=200),
+                             stream_state_factory=stream_processor_state)
+    assert result.details["stream_features"] == "stream_processor_state"
+    assert result.row("hybrid")["ndcg@10"] > result.row("batch-only")["ndcg@10"]

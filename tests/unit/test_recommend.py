@@ -1,0 +1,116 @@
+"""The pure ranking logic of /recommend: A/B assignment, candidates, feature rows, blending, top-k."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from serving.interim import blend_scores
+from serving.recommend import (
+    ITEM_COVISITED_WITH_SESSION,
+    ITEM_IN_LAST_CATEGORY,
+    MAX_CANDIDATES,
+    UserView,
+    assign_variant,
+    feature_age_s,
+    feature_matrix,
+    gather_candidates,
+    request_features,
+    resolve_feature_names,
+    top_k,
+)
+from tandem.settings import SettingsError, Variant, parse_ab_variants
+
+VARIANTS = (Variant("hybrid", 0.5, 0.5), Variant("batch_only", 0.5, 0.0))
+
+
+def test_assignment_is_deterministic_and_follows_the_shares():
+    assert all(assign_variant(f"u{i}", VARIANTS) == assign_variant(f"u{i}", VARIANTS) for i in range(100))
+    counts = Counter(assign_variant(f"user-{i}", VARIANTS).name for i in range(20_000))
+    assert abs(counts["hybrid"] / 20_000 - 0.5) < 0.02
+    skewed = (Variant("a", 0.9, 0.5), Variant("b", 0.1, 0.0))
+    counts = Counter(assign_variant(f"user-{i}", skewed).name for i in range(20_000))
+    assert abs(counts["b"] / 20_000 - 0.1) < 0.01
+
+
+def test_assignment_changes_with_the_salt_only():
+    users = [f"u{i}" for i in range(200)]
+    a = [assign_variant(u, VARIANTS).name for u in users]
+    b = [assign_variant(u, VARIANTS, salt="another-experiment").name for u in users]
+    assert a != b
+
+
+def test_ab_variants_setting_is_validated():
+    assert parse_ab_variants('{"x": {"share": 1.0}}') == (Variant("x", 1.0, 0.0),)
+    for bad, words in [("nope", "not valid JSON"), ("{}", "non-empty"), ('{"a": {"share": 0.4}}', "sum to 0.4"),
+                       ('{"a": {"share": 1, "online_weight": 2}}', "online_weight"),
+                       ('{"a": {"share": 1, "weight": 0}}', "expected")]:
+        with pytest.raises(SettingsError, match=words):
+            parse_ab_variants(bad)
+
+
+def test_candidates_merge_sources_in_order_and_skip_seen():
+    user = UserView("u", candidates=("p1", "p2", "s1", "p3"), session_items=("s1", "s2"))
+    covisit = {"s1": ["c1", "c2", "p1"], "s2": ["c3", "s1"]}
+    got = gather_candidates(user, covisit, trending=["t1", "p2"], popular=["pop1", "t1"], exclude=["p3"])
+    assert got == [("c1", "covisit"), ("c3", "covisit"), ("c2", "covisit"), ("p1", "covisit"),
+                   ("p2", "precomputed"), ("t1", "trending"), ("pop1", "popular")]
+
+
+def test_session_category_items_come_after_covisitation_and_before_the_precomputed_list():
+    user = UserView("u", candidates=("p1",), session_items=("s1",), last_category="shoes")
+    got = gather_candidates(user, {"s1": ["c1"]}, trending=[], popular=[], session_category=["s1", "k1", "c1"])
+    assert got == [("c1", "covisit"), ("k1", "session_category"), ("p1", "precomputed")]
+
+
+def test_cold_user_gets_popular_items_and_the_budget_holds():
+    popular = [f"i{i}" for i in range(500)]
+    got = gather_candidates(UserView("new"), {}, trending=[], popular=popular)
+    assert [i for i, _ in got] == popular[:MAX_CANDIDATES]
+    assert {s for _, s in got} == {"popular"}
+    assert not UserView("new").known
+
+
+def test_request_features_mark_session_category_and_covisitation():
+    user = UserView("u", session_items=("x",), last_category="shoes")
+    f = request_features(user, ["shoes", "hats", None], ["covisit", "precomputed", "popular"])
+    assert f[ITEM_IN_LAST_CATEGORY].tolist() == [1.0, 0.0, 0.0]
+    assert f[ITEM_COVISITED_WITH_SESSION].tolist() == [1.0, 0.0, 0.0]
+    assert np.isnan(request_features(UserView("u"), ["shoes"], ["popular"])[ITEM_IN_LAST_CATEGORY]).all()
+
+
+def test_feature_names_resolve_full_then_unambiguous_bare_names():
+    available = ["user_features_v1__clicks_30d", "user_session_v1__events_1h", "item_trending_v1__events_1h",
+                 "item_features_v1__price"]
+    got = resolve_feature_names(["item_features_v1__price", "clicks_30d", "events_1h", "unknown"], available)
+    assert got == ["item_features_v1__price", "user_features_v1__clicks_30d", None, None]
+
+
+def test_feature_matrix_gathers_items_broadcasts_user_values_and_leaves_missing_nan():
+    columns = ["item__price", "user__age", "req__f", None]
+    x = feature_matrix(columns, {"user__age": 30.0}, {"item__price": np.array([1.0, 2.0, 3.0])},
+                       np.array([2, 0]), {"req__f": np.array([1.0, 0.0])})
+    assert x.shape == (2, 4)
+    assert x[:, 0].tolist() == [3.0, 1.0] and x[:, 1].tolist() == [30.0, 30.0] and x[:, 2].tolist() == [1.0, 0.0]
+    assert np.isnan(x[:, 3]).all()
+
+
+def test_blend_weights_and_batch_only():
+    batch, online = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    assert blend_scores(batch, online, 0.25).tolist() == [0.75, 0.25]
+    assert blend_scores(batch, None, 0.5).tolist() == batch.tolist()
+    assert blend_scores(batch, online, 0.0).tolist() == batch.tolist()
+    assert blend_scores(batch, np.array([np.nan, 1.0]), 0.5).tolist() == [1.0, 0.5]
+
+
+def test_top_k_orders_by_blended_score_and_keeps_both_scores():
+    got = top_k(["a", "b", "c"], np.array([0.1, 0.9, 0.5]), np.array([1, 2, 3.0]), None, k=2)
+    assert [(r.item_id, r.batch_score, r.online_score) for r in got] == [("b", 2.0, None), ("c", 3.0, None)]
+    assert top_k([], np.array([]), None, None, 5) == []
+    assert top_k(["a"], np.array([np.nan]), None, None, 1)[0].score == 0.0
+
+
+def test_feature_age_uses_the_freshest_timestamp():
+    assert feature_age_s(100.0, 90.0, None, 95.0) == 5.0
+    assert feature_age_s(100.0) == 0.0
+    assert feature_age_s(100.0, 101.0) == 0.0
