@@ -395,26 +395,6 @@ def batch_run(
                   f"data docs: {ctx.extras['validator'].docs if 'validator' in ctx.extras else '-'}")
 
 
-@app.command("demo")
-def demo(
-    size: Annotated[str, typer.Option(help="Preset dataset size (see `tandem data generate --help`).")] = "demo",
-    users: Annotated[int, typer.Option(min=1, max=20, help="Users to show before/after streamed clicks.")] = 3,
-    clicks: Annotated[int, typer.Option(min=1, max=6, help="Streamed clicks per user.")] = 4,
-    keep_running: Annotated[bool, typer.Option(help="Leave the stream processor and server running.")] = False,
-    data: Annotated[Path | None, typer.Option(help="Dataset directory (default: <data dir>/demo).")] = None,
-) -> None:
-    """Run tandem end to end, then show recommendations change after a burst of streamed clicks."""
-    from tandem.demo import DemoError, DemoOptions, run_demo
-
-    settings = _settings()
-    try:
-        changed = run_demo(settings, DemoOptions(size=size, users=users, clicks=clicks, keep_running=keep_running,
-                                                 data_dir=data))
-    except DemoError as exc:
-        fail(str(exc))
-    if changed == 0:
-        fail("no user's recommendations changed after the streamed clicks")
-
 @stream_app.command("run")
 def stream_run(
     data: Annotated[Path | None, typer.Option(help="Dataset directory whose items.parquet gives item categories "
@@ -485,6 +465,27 @@ def stream_replay(
         seconds = replay(producer, events, rate=rate or None, progress=update)
     console.print(f"[green]replayed[/] {len(events):,} events in {seconds:.1f}s "
                   f"({len(events) / max(seconds, 1e-9):,.0f} events/s) into {settings.topic}")
+
+
+@app.command("demo")
+def demo(
+    size: Annotated[str, typer.Option(help="Preset dataset size (see `tandem data generate --help`).")] = "demo",
+    users: Annotated[int, typer.Option(min=1, max=20, help="Users to show before/after streamed clicks.")] = 3,
+    clicks: Annotated[int, typer.Option(min=1, max=6, help="Streamed clicks per user.")] = 4,
+    keep_running: Annotated[bool, typer.Option(help="Leave the stream processor and server running.")] = False,
+    data: Annotated[Path | None, typer.Option(help="Dataset directory (default: <data dir>/demo).")] = None,
+) -> None:
+    """Run tandem end to end, then show recommendations change after a burst of streamed clicks."""
+    from tandem.demo import DemoError, DemoOptions, run_demo
+
+    settings = _settings()
+    try:
+        changed = run_demo(settings, DemoOptions(size=size, users=users, clicks=clicks, keep_running=keep_running,
+                                                 data_dir=data))
+    except DemoError as exc:
+        fail(str(exc))
+    if changed == 0:
+        fail("no user's recommendations changed after the streamed clicks")
 
 
 @app.command("env")
