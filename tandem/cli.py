@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,10 @@ from rich.table import Table
 
 from tandem.console import console, err_console, progress_bar
 from tandem.settings import SettingsError, export_feast_environment, get_settings
+
+# Feast flags its Spark offline store as alpha on every call; tandem pins and tests the version it uses
+warnings.filterwarnings("ignore", message=r"The spark (data source API|offline store) is an experimental",
+                        category=RuntimeWarning)
 
 app = typer.Typer(help="tandem: hybrid batch + streaming personalization.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
