@@ -1,0 +1,89 @@
+"""`tandem monitor` on small generated datasets: planted drift is flagged, a stationary dataset is not."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from models.monitor import RETRAIN_MARKER, histogram_quantile, load_events, run_monitor, window_drift, write_report
+from pipelines.dataset import events_dir, read_events, write_events_partitioned
+from pipelines.generate import GeneratorConfig, generate_dataset
+
+SMALL = dict(n_users=1_500, n_items=300, n_events=60_000, n_categories=8, days=20, seed=3)
+
+
+def _plant_price_change(dataset: Path, factor: float = 1.5, recent_share: float = 0.25) -> None:
+    """Raise the price on carts and purchases in the latest `recent_share` of the period."""
+    table = read_events(dataset)
+    micros = pc.cast(table.column("ts"), pa.int64()).to_numpy()
+    cut = micros.min() + (1 - recent_share) * (micros.max() - micros.min())
+    etype = table.column("event_type").to_numpy(zero_copy_only=False)
+    value = table.column("value").to_numpy(zero_copy_only=False).astype(float)
+    planted = (micros >= cut) & np.isin(etype, ["add_to_cart", "purchase"])
+    value[planted] *= factor
+    table = table.set_column(table.schema.get_field_index("value"), "value",
+                             pa.array(value, type=pa.float64(), mask=np.isnan(value)))
+    shutil.rmtree(events_dir(dataset))
+    write_events_partitioned(table, dataset, part="planted")
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("monitor")
+    drifted, stationary = root / "drifted", root / "stationary"
+    generate_dataset(GeneratorConfig(**SMALL, drift=1.0), drifted)
+    _plant_price_change(drifted)
+    generate_dataset(GeneratorConfig(**SMALL, drift=0.0, new_item_share=0.0, new_user_share=0.0), stationary)
+    return {"drifted": drifted, "stationary": stationary}
+
+
+def test_planted_drift_is_flagged_and_requests_retraining(datasets, tmp_path):
+    result = run_monitor(datasets["drifted"], None, threshold=0.2, stream_url="http://127.0.0.1:9/metrics")
+    psi = {f.name: f.psi for f in result.features}
+    flagged = {f.name for f in result.flagged}
+    assert {"price", "profile_affinity"} <= flagged, psi
+    assert psi["price"] > 0.5 and psi["profile_affinity"] > 0.3
+    assert psi["event_type"] < 0.05  # the mix of event types was not touched
+    assert result.model["flagged"] and result.model["recent_hitrate"] < result.model["reference_hitrate"]
+    assert result.stream["state"] == "not running"
+
+    html_path, json_path, marker = write_report(result, tmp_path)
+    assert html_path.name.startswith("monitor-") and html_path.suffix == ".html"
+    page = html_path.read_text()
+    assert page.count("data:image/png;base64,") == len(result.features) + 2  # PSI chart, model, one per feature
+    assert "DRIFT" in page
+    report = json.loads(json_path.read_text())
+    assert set(report["flagged"]) == flagged
+    assert marker == tmp_path / RETRAIN_MARKER
+    request = json.loads(marker.read_text())
+    assert {f["name"] for f in request["features"]} == flagged
+    assert all(f["psi"] > 0.2 for f in request["features"])
+
+
+def test_stationary_dataset_is_not_flagged(datasets, tmp_path):
+    result = run_monitor(datasets["stationary"], None, threshold=0.2)
+    assert result.flagged == [], {f.name: round(f.psi, 3) for f in result.features}
+    assert max(f.psi for f in result.features) < 0.15
+    assert not result.model["flagged"]
+    _, _, marker = write_report(result, tmp_path)
+    assert marker is None and not (tmp_path / RETRAIN_MARKER).exists()
+
+
+def test_threshold_decides_the_flag(datasets):
+    events = load_events(datasets["stationary"])
+    features, windows, _ = window_drift(events, threshold=0.0)
+    assert {f.name for f in features if f.flagged} == {f.name for f in features if f.psi > 0.0}
+    assert set(windows) == {"reference", "recent", "profile"}
+
+
+def test_histogram_quantile():
+    buckets = [(0.01, 10.0), (0.05, 90.0), (0.1, 99.0), (float("inf"), 100.0)]
+    assert histogram_quantile(buckets, 0.5) == 0.05
+    assert histogram_quantile(buckets, 0.99) == 0.1
+    assert histogram_quantile([], 0.99) is None
