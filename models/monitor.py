@@ -404,6 +404,26 @@ def write_report(result: MonitorResult, reports_dir: Path) -> tuple[Path, Path, 
     return html_path, json_path, marker
 
 
+def retrain_request(reports_dir: Path) -> dict[str, Any] | None:
+    """The pending retrain marker's contents (None if there is none or it is unreadable)."""
+    path = Path(reports_dir) / RETRAIN_MARKER
+    try:
+        request = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return request if isinstance(request, dict) else None
+
+
+def consume_retrain_request(reports_dir: Path) -> Path | None:
+    """Mark the pending request as handled: rename it to retrain_requested-<time>.done.json (kept for audit)."""
+    path = Path(reports_dir) / RETRAIN_MARKER
+    if not path.is_file():
+        return None
+    done = path.with_name(f"retrain_requested-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.done.json")
+    path.replace(done)
+    return done
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

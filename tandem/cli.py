@@ -474,6 +474,16 @@ def batch_run(
                                train_days=train_days, negatives_per_positive=negatives)
     except ValueError as exc:
         fail(str(exc) if isinstance(exc, BatchError) else f"--since {since!r} is not a date (expected YYYY-MM-DD)")
+    from models.monitor import consume_retrain_request, retrain_request
+
+    reports = settings.home / "reports"
+    request = retrain_request(reports)
+    if request is not None:
+        drifted = ", ".join(f"{f.get('name')} (PSI {f.get('psi')})" for f in request.get("features", []))
+        console.print(f"[yellow]retraining requested[/] by `tandem monitor` at {request.get('requested')}: {drifted}")
+        if not models:
+            console.print("  running the model steps despite --no-models")
+            models = True
     steps = default_steps()
     if models:
         from models.batch_steps import model_steps
@@ -492,6 +502,8 @@ def batch_run(
         except (BatchError, TrainingError, RegistryError) as exc:
             fail(str(exc))
     total = sum(r.seconds for r in results)
+    if request is not None:
+        console.print(f"retrain request handled: {consume_retrain_request(reports)}")
     console.print(f"[green]batch run done[/] in {total:.1f}s as of {ctx.as_of.isoformat()}; "
                   f"data docs: {ctx.extras['validator'].docs if 'validator' in ctx.extras else '-'}")
 

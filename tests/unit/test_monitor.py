@@ -87,3 +87,14 @@ def test_histogram_quantile():
     assert histogram_quantile(buckets, 0.5) == 0.05
     assert histogram_quantile(buckets, 0.99) == 0.1
     assert histogram_quantile([], 0.99) is None
+
+
+def test_retrain_request_is_read_and_consumed(tmp_path):
+    from models.monitor import consume_retrain_request, retrain_request
+
+    assert retrain_request(tmp_path) is None and consume_retrain_request(tmp_path) is None
+    (tmp_path / RETRAIN_MARKER).write_text(json.dumps({"features": [{"name": "price", "psi": 1.0}]}))
+    assert retrain_request(tmp_path)["features"][0]["name"] == "price"
+    done = consume_retrain_request(tmp_path)
+    assert done.name.startswith("retrain_requested-") and done.name.endswith(".done.json")
+    assert retrain_request(tmp_path) is None and json.loads(done.read_text())["features"][0]["psi"] == 1.0
