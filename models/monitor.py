@@ -11,7 +11,7 @@ Feature drift compares a *reference* sample (what the model was trained on) with
   side is in-sample). A user whose taste drifts away from the training-time profile lowers it.
 * ``offline``: the batch path's feature tables in the offline store (`user_features/`,
   `item_features/`): every numeric column of the earliest snapshot (or the one on `reference_date`)
-  against the latest snapshot.
+  against the latest snapshot, except those that grow by construction (`*_total`, tenure, age).
 
 Model drift: per day, the hit rate of a model frozen at training time — each user's top-k items by
 (profile category share × item popularity), both from the reference window — on the interactions of
@@ -48,6 +48,8 @@ RETRAIN_MARKER = "retrain_requested.json"
 INTERACTIONS = ("click", "add_to_cart", "purchase")
 PRICED = ("add_to_cart", "purchase")
 MIN_SAMPLES = 50  # fewer values than this on either side: the feature is reported but never flagged
+# offline mode skips columns that grow with time by construction (totals, ages): they always "drift"
+GROWING = ("tenure_days", "age_days")
 MODEL_DROP_TOLERANCE = 0.4  # recent hit rate below (1 - this) × reference = model drift (new items alone: ~0.2-0.3)
 
 
@@ -239,8 +241,9 @@ def offline_drift(offline_dir: Path, threshold: float, reference_date: str | Non
         rec = pads.dataset(root / f"date={dates[-1]}", format="parquet").to_table().to_pandas()
         windows[table] = f"{ref_date} → {dates[-1]}"
         for col in ref.columns:
-            if col in rec.columns and pd.api.types.is_numeric_dtype(ref[col]) and not pd.api.types.is_bool_dtype(
-                    ref[col]):
+            growing = col.endswith("_total") or col in GROWING
+            if (col in rec.columns and not growing and pd.api.types.is_numeric_dtype(ref[col])
+                    and not pd.api.types.is_bool_dtype(ref[col])):
                 d = feature_drift(col, "numeric", ref[col].to_numpy(), rec[col].to_numpy(), threshold,
                                   f"offline:{table}")
                 if d is not None:

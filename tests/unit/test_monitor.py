@@ -98,3 +98,30 @@ def test_retrain_request_is_read_and_consumed(tmp_path):
     done = consume_retrain_request(tmp_path)
     assert done.name.startswith("retrain_requested-") and done.name.endswith(".done.json")
     assert retrain_request(tmp_path) is None and json.loads(done.read_text())["features"][0]["psi"] == 1.0
+
+
+def test_offline_snapshots_compare_reference_date_with_latest(tmp_path):
+    import pandas as pd
+
+    from models.monitor import MonitorError, offline_drift
+
+    rng = np.random.default_rng(0)
+    for day, shift in (("2025-01-01", 0.0), ("2025-01-02", 0.0), ("2025-01-08", 3.0)):
+        part = tmp_path / "user_features" / f"date={day}"
+        part.mkdir(parents=True)
+        pd.DataFrame({"user_id": [f"u{i}" for i in range(500)],
+                      "event_timestamp": pd.Timestamp(day, tz="UTC"),
+                      "events_7d": rng.poisson(5 + shift, 500), "spend_30d": rng.lognormal(3, 1, 500),
+                      "events_total": rng.poisson(50 + 10 * shift, 500)}).to_parquet(part / "part-0.parquet")
+    features, windows = offline_drift(tmp_path, threshold=0.2)
+    psi = {f.name: f for f in features}
+    assert windows == {"user_features": "2025-01-01 → 2025-01-08"}
+    assert set(psi) == {"events_7d", "spend_30d"}  # totals grow by construction: skipped
+    assert psi["events_7d"].flagged and psi["events_7d"].source == "offline:user_features"
+    assert not psi["spend_30d"].flagged
+    _, windows = offline_drift(tmp_path, threshold=0.2, reference_date="2025-01-02")
+    assert windows["user_features"].startswith("2025-01-02")
+    with pytest.raises(MonitorError, match="no snapshot dated"):
+        offline_drift(tmp_path, threshold=0.2, reference_date="2024-12-31")
+    with pytest.raises(MonitorError, match="two snapshot dates"):
+        offline_drift(tmp_path / "empty", threshold=0.2)
