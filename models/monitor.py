@@ -152,8 +152,9 @@ def load_events(dataset_dir: Path) -> pd.DataFrame:
     items = read_items(dataset_dir).to_pandas()[["item_id", "category"]]
     events = events.merge(items, on="item_id", how="left")
     events["category"] = events["category"].fillna("unknown")
-    events["t"] = pd.to_datetime(events["ts"], utc=True).astype("int64") / 1e9
-    events["hour"] = pd.to_datetime(events["ts"], utc=True).dt.hour
+    ts = pd.to_datetime(events["ts"], utc=True).astype("datetime64[ns, UTC]")  # whatever unit parquet held
+    events["t"] = ts.astype("int64") / 1e9
+    events["hour"] = ts.dt.hour
     return events.sort_values("t", kind="stable").reset_index(drop=True)
 
 

@@ -52,6 +52,9 @@ def test_planted_drift_is_flagged_and_requests_retraining(datasets, tmp_path):
     assert psi["event_type"] < 0.05  # the mix of event types was not touched
     assert result.model["flagged"] and result.model["recent_hitrate"] < result.model["reference_hitrate"]
     assert result.stream["state"] == "not running"
+    assert result.windows["reference"].startswith("2025-01-06T")  # GeneratorConfig's default start
+    days = [d["day"] for d in result.model["days"]]
+    assert len(days) >= 15 and days[0] == "2025-01-08" and days[-1] == "2025-01-25"  # after the profile window
 
     html_path, json_path, marker = write_report(result, tmp_path)
     assert html_path.name.startswith("monitor-") and html_path.suffix == ".html"
