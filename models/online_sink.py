@@ -140,7 +140,10 @@ def from_settings() -> OnlineExampleSink:
     Batch scores come from the batch champion on in-process features of the settings' dataset;
     the online champion (if any) is continued; sane updates are published to MLflow.
     """
+    import logging
+
     from models.evaluate import encode_dataset
+    from models.features import BATCH_FEATURES
     from models.jobs import read_dataset
     from models.registry import BATCH_MODEL, ONLINE_MODEL, champion_version, load_champion
     from models.train import build_window
@@ -154,7 +157,16 @@ def from_settings() -> OnlineExampleSink:
     online = load_champion(ONLINE_MODEL, settings.mlflow_uri).model \
         if champion_version(ONLINE_MODEL, settings.mlflow_uri) else None
 
+    in_process = list(ranker.feature_columns) == list(BATCH_FEATURES)
+    if not in_process:
+        logging.getLogger("tandem.models").warning(
+            "batch champion reads Feast features (%d columns), not the in-process set: the stream's online "
+            "examples carry a neutral batch score (0); `tandem train online` scores them through Feast",
+            len(ranker.feature_columns))
+
     def batch_scorer(user_id: str, item_ids: list[str]) -> np.ndarray:
+        if not in_process:
+            return np.zeros(len(item_ids))
         user = log.user_index.get(user_id, log.n_users)  # unknown users get the cold profile
         idx = np.array([catalog.item_index[i] for i in item_ids], dtype=np.int64)
         return ranker.predict_margin(window.rows(np.full(len(idx), user), idx))

@@ -428,7 +428,11 @@ class StreamProcessor:
                 state = fold_user(state, [user_entry(e, self.catalog) for e in events])
             new_users[(p, u)] = state
         if examples:
-            self.sink.emit(examples)
+            # the online model learns from these; a failing sink must never stop feature ingestion
+            try:
+                self.sink.emit(examples)
+            except Exception as exc:  # noqa: BLE001
+                log.error("example sink failed; %d examples skipped: %s", len(examples), exc)
         user_rows = {}
         for (p, u), state in new_users.items():
             feats = user_features(state)
