@@ -352,5 +352,7 @@ def test_bentoml_build_packs_the_service(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     src = next((tmp_path / "bentoml" / "bentos" / "tandem").glob("*/src"))
     assert (src / "serving" / "service.py").exists() and (src / "feature_repo" / "feature_store.yaml").exists()
+    assert (src / "models" / "registry.py").exists()  # serving scores with models/ code
+    assert (src / "feature_repo" / "features" / "item_neighbours.py").exists()
     assert not (src / "serving" / "locustfile.py").exists()
     assert "service: serving.service:Recommender" in (src.parent / "bento.yaml").read_text()
