@@ -2,6 +2,9 @@
 
 Each push source carries a batch source over the same offline table, so what the
 stream pushes online is also what training reads offline (one definition, two paths).
+The stream's log tables carry `created` (when the row was written) besides
+`event_timestamp`: a late event can change a row without moving its event time, and
+`created` says which of two rows with one event_timestamp is the newer.
 """
 
 from feast import PushSource
@@ -13,6 +16,7 @@ user_session_log = SparkSource(
     path=offline_table("user_session"),
     file_format="parquet",
     timestamp_field="event_timestamp",
+    created_timestamp_column="created",
     description="Session features the stream processor computed, logged offline in micro-batches.",
     owner="tandem",
     tags={"path": "stream"},
@@ -31,6 +35,7 @@ item_trending_log = SparkSource(
     path=offline_table("item_trending"),
     file_format="parquet",
     timestamp_field="event_timestamp",
+    created_timestamp_column="created",
     description="Short-window item trending counts the stream processor computed, logged offline.",
     owner="tandem",
     tags={"path": "stream"},

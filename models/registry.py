@@ -112,7 +112,11 @@ def load_version(model_name: str, version: str, tracking_uri: str) -> LoadedMode
         columns = list(ONLINE_FEATURES)
     else:
         booster = mlflow.xgboost.load_model(uri)
+        if hasattr(booster, "get_booster"):  # a model logged through xgboost's scikit-learn API
+            booster = booster.get_booster()
         columns = list(booster.feature_names or json.loads(mv.tags.get("feature_columns", "[]")))
+        if not columns:
+            raise RegistryError(f"{model_name} v{version} records no feature columns (not a tandem batch ranker)")
         model = BatchRanker(booster, columns)
     return LoadedModel(model_name, str(version), mv.run_id, model, columns, dict(mv.tags))
 
@@ -194,10 +198,10 @@ def register_batch_ranker(ranker: BatchRanker, holdout: pd.DataFrame, *, feature
     champion_metrics = None
     champion_note = ""
     if previous is not None:
-        champ = load_version(model_name, previous, tracking_uri)
         try:
+            champ = load_version(model_name, previous, tracking_uri)
             champion_metrics = evaluate_ranker(champ.model.predict(holdout), holdout, k=k)
-        except TrainingError as exc:
+        except (TrainingError, RegistryError) as exc:
             champion_note = f"champion v{previous} cannot score this holdout ({exc})"
     if not validation["success"]:
         promote, reason = False, "validation failed: " + ("; ".join(map(str, validation.get("failures", []))) or "?")

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from starlette.responses import JSONResponse
 
 from models.blend import blend_scores, sigmoid
+from pipelines.stream.producer import EventProducer
 from serving.features import OnlineFeatures, OnlineStoreUnavailable, UserRecord
 from serving.http_models import (
     MAX_BODY_BYTES,
@@ -32,7 +33,6 @@ from serving.http_models import (
     RecommendResponse,
 )
 from serving.models import ChampionHolder, Ranker
-from serving.producer import EventProducer
 from serving.recommend import UserView, assign_variant, feature_age_s, gather_candidates, top_k
 from serving.rows import TREND_SCORE, check_columns, model_rows, online_inputs
 from tandem.schema import MAX_EVENT_BYTES, EventError, validate_event

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,10 @@ from rich.table import Table
 
 from tandem.console import console, err_console, progress_bar
 from tandem.settings import SettingsError, export_feast_environment, get_settings
+
+# Feast flags its Spark offline store as alpha on every call; tandem pins and tests the version it uses
+warnings.filterwarnings("ignore", message=r"The spark (data source API|offline store) is an experimental",
+                        category=RuntimeWarning)
 
 app = typer.Typer(help="tandem: hybrid batch + streaming personalization.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -23,6 +28,8 @@ app.add_typer(train_app, name="train")
 batch_app = typer.Typer(help="The batch path: validate, features, feast apply, training set, materialize.",
                         no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
+stream_app = typer.Typer(help="The stream: replay events into Kafka, run the feature processor.", no_args_is_help=True)
+app.add_typer(stream_app, name="stream")
 
 ServiceNames = Annotated[
     list[str] | None,
@@ -391,6 +398,99 @@ def batch_run(
     total = sum(r.seconds for r in results)
     console.print(f"[green]batch run done[/] in {total:.1f}s as of {ctx.as_of.isoformat()}; "
                   f"data docs: {ctx.extras['validator'].docs if 'validator' in ctx.extras else '-'}")
+
+
+@stream_app.command("run")
+def stream_run(
+    data: Annotated[Path | None, typer.Option(help="Dataset directory whose items.parquet gives item categories "
+                                                   "(default: settings' data dir if it has one).")] = None,
+    group: Annotated[str, typer.Option(help="Kafka consumer group; instances in one group split the partitions.")]
+    = "tandem-stream",
+    max_batch: Annotated[int, typer.Option(min=1, help="Most records per micro-batch.")] = 5000,
+    linger_ms: Annotated[int, typer.Option(min=0, help="How long a micro-batch collects records after its first.")]
+    = 25,
+    max_wait_ms: Annotated[int, typer.Option(min=0, help="Longest the broker holds a fetch while no record is there "
+                                                         "(records are returned as soon as they arrive).")] = 100,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus /metrics port (0: off; default: "
+                                                          "TANDEM_STREAM_METRICS_PORT or 9108).")] = None,
+    session_timeout_ms: Annotated[int, typer.Option(min=6000, help="How soon the group notices a dead instance.")]
+    = 10_000,
+    example_sink: Annotated[str | None, typer.Option(help="Online-model example sink, package.module:factory "
+                                                           "(default: none).")] = None,
+    until_idle: Annotated[float | None, typer.Option(help="Stop after this many seconds without records.")] = None,
+    log_level: Annotated[str, typer.Option(help="Log level of the JSON logs on stderr.")] = "INFO",
+) -> None:
+    """Run one stream processor: Kafka → session and trending features in Redis (and the offline log)."""
+    from pipelines.stream.examples import load_example_sink
+    from pipelines.stream.offline_log import ensure_offline_tables
+    from pipelines.stream.processor import ProcessorConfig, StreamProcessor, configure_logging, load_catalog
+    from tandem.topics import ensure_topics
+
+    settings = _settings()
+    configure_logging(log_level.upper())
+    if data is None and (settings.data_dir / "items.parquet").exists():
+        data = settings.data_dir
+    try:
+        catalog = load_catalog(data)
+        sink = load_example_sink(example_sink)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    ensure_topics(settings)
+    ensure_offline_tables()
+    config = ProcessorConfig(group_id=group, max_batch=max_batch, linger_ms=linger_ms, max_wait_ms=max_wait_ms,
+                             metrics_port=settings.stream_metrics_port if metrics_port is None else metrics_port,
+                             session_timeout_ms=session_timeout_ms, stop_after_idle_s=until_idle)
+    StreamProcessor(settings, config, catalog=catalog, sink=sink).run()
+
+
+@stream_app.command("replay")
+def stream_replay(
+    data: Annotated[Path | None, typer.Option(help="Dataset directory to replay (default: settings' data dir).")]
+    = None,
+    rate: Annotated[float, typer.Option(min=0, help="Events per second; 0 = as fast as possible.")] = 0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Replay only the first N events (event-time order).")]
+    = None,
+) -> None:
+    """Replay a dataset's events into the interactions topic in event-time order, keyed by user."""
+    from pipelines.dataset import DatasetError
+    from pipelines.stream.producer import EventProducer, load_dataset_events, replay
+    from tandem.topics import ensure_topics
+
+    settings = _settings()
+    data = data or settings.data_dir
+    try:
+        events = load_dataset_events(data)
+    except DatasetError as exc:
+        fail(str(exc))
+    if limit:
+        events = events[:limit]
+    ensure_topics(settings)
+    with EventProducer(settings) as producer, \
+            progress_bar(f"replaying {len(events):,} events into {settings.topic}", total=len(events)) as update:
+        seconds = replay(producer, events, rate=rate or None, progress=update)
+    console.print(f"[green]replayed[/] {len(events):,} events in {seconds:.1f}s "
+                  f"({len(events) / max(seconds, 1e-9):,.0f} events/s) into {settings.topic}")
+
+
+@app.command("demo")
+def demo(
+    size: Annotated[str, typer.Option(help="Preset dataset size (see `tandem data generate --help`).")] = "demo",
+    users: Annotated[int, typer.Option(min=1, max=20, help="Users to show before/after streamed clicks.")] = 3,
+    clicks: Annotated[int, typer.Option(min=1, max=6, help="Streamed clicks per user.")] = 4,
+    keep_running: Annotated[bool, typer.Option(help="Leave the stream processor and server running.")] = False,
+    data: Annotated[Path | None, typer.Option(help="Dataset directory (default: <data dir>/demo).")] = None,
+) -> None:
+    """Run tandem end to end, then show recommendations change after a burst of streamed clicks."""
+    from tandem.demo import DemoError, DemoOptions, run_demo
+
+    settings = _settings()
+    try:
+        changed = run_demo(settings, DemoOptions(size=size, users=users, clicks=clicks, keep_running=keep_running,
+                                                 data_dir=data))
+    except DemoError as exc:
+        fail(str(exc))
+    if changed == 0:
+        fail("no user's recommendations changed after the streamed clicks")
 
 
 @app.command("env")

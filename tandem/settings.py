@@ -93,6 +93,7 @@ class Settings:
     serve_host: str = field(default_factory=lambda: _env("TANDEM_SERVE_HOST", "127.0.0.1"))
     serve_port: int = field(default_factory=lambda: _env_int("TANDEM_SERVE_PORT", 3000))
     topic: str = field(default_factory=lambda: _env("TANDEM_TOPIC", "interactions"))
+    stream_metrics_port: int = field(default_factory=lambda: _env_int("TANDEM_STREAM_METRICS_PORT", 9108))
     seed: int = field(default_factory=lambda: _env_int("TANDEM_SEED", 7))
     # serving: empty API key = no authentication (the server binds to loopback by default)
     api_key: str = field(default_factory=lambda: _env("TANDEM_API_KEY", ""), repr=False)
@@ -152,11 +153,15 @@ class Settings:
     def feast_environment(self) -> dict[str, str]:
         """Variables that feature_repo/feature_store.yaml reads as ${...} placeholders, plus the Python
         Spark workers must run: Feast's spark.engine executes Python on them (DESIGN §8)."""
-        return {"TANDEM_HOME": str(self.home), "TANDEM_FEAST_REDIS": self.feast_redis,
+        env = {"TANDEM_HOME": str(self.home), "TANDEM_FEAST_REDIS": self.feast_redis,
                 "TANDEM_FEAST_REGISTRY": str(self.feast_registry),
                 "TANDEM_OFFLINE_DIR": str(self.offline_dir), "TANDEM_SPARK_MASTER": self.spark_master,
                 "PYSPARK_PYTHON": _env("PYSPARK_PYTHON", sys.executable),
                 "PYSPARK_DRIVER_PYTHON": _env("PYSPARK_DRIVER_PYTHON", sys.executable)}
+        if self.spark_master.startswith("local"):
+            # in-process Spark binds to loopback like every other local service
+            env["SPARK_LOCAL_IP"] = _env("SPARK_LOCAL_IP", "127.0.0.1")
+        return env
 
     @property
     def redis_host_port(self) -> tuple[str, int]:

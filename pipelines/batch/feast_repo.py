@@ -90,6 +90,9 @@ def arrow_schema(view_name: str) -> pa.Schema:
               for name in fv.entities]
     fields.append(pa.field(TIMESTAMP_FIELD, pa.timestamp("us", tz="UTC"), nullable=False))
     fields += [pa.field(f.name, from_feast_to_pyarrow_type(f.dtype)) for f in fv.features]
+    created = fv.batch_source.created_timestamp_column
+    if created:  # the stream's log tables say when each row was written (see data_sources.py)
+        fields.append(pa.field(created, pa.timestamp("us", tz="UTC"), nullable=False))
     return pa.schema(fields)
 
 

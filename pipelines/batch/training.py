@@ -76,13 +76,15 @@ def labelled_examples(spark: SparkSession, dataset_dir: Path, start: datetime, e
     total = firsts.count()
     if total > max_positives:
         firsts = firsts.sample(fraction=max_positives / total, seed=seed)
+    # Spark returns rows in no fixed order; sort so the seeded sampling below is reproducible
     pos = firsts.toPandas()
     pos["event_timestamp"] = pd.to_datetime(pos["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
+    pos = pos.sort_values(["event_timestamp", "user_id", "item_id"], ignore_index=True)
     pos["label"] = 1
     seen = positive.select("user_id", "item_id").distinct().toPandas()
     popularity = (positive.groupBy("item_id").count()
                   .join(raw.items.select("item_id", "created_ts"), "item_id", "full")
-                  .fillna({"count": 0}).toPandas())
+                  .fillna({"count": 0}).toPandas().sort_values("item_id", ignore_index=True))
     popularity["created_ts"] = pd.to_datetime(popularity["created_ts"], utc=True)
     weights = (popularity["count"].to_numpy(dtype="float64") + 1.0) ** POPULARITY_EXPONENT
     neg = sample_negatives(pos, popularity["item_id"].to_numpy(), weights, popularity["created_ts"], seen,

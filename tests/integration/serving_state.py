@@ -88,7 +88,7 @@ def _rows(view, key: str, ids: list[str], **columns) -> pd.DataFrame:
     """One row per id for every field of `view`: the given columns, plain defaults for the rest."""
     from feast.types import Array, Float64, Int64, String
 
-    defaults = {Int64: 0, Float64: 0.0, String: "", Array(String): [], Array(Float64): []}
+    defaults = {Int64: 0, Float64: 0.0, String: "", Array(String): [], Array(Float64): [], Array(Int64): []}
     df = pd.DataFrame({key: ids})
     for f in view.features:
         df[f.name] = columns[f.name] if f.name in columns else [defaults.get(f.dtype, None)] * len(ids)
@@ -134,7 +134,7 @@ def apply_and_write(settings: Settings, ts: datetime | None = None) -> None:
         store.write_to_online_store(name, df)
     trending = _rows(item_trending_v1, "item_id", items[:20], events_1h=[5] * 20, clicks_1h=[2] * 20,
                      trend_score=np.linspace(2.0, 0.1, 20))
-    trending["event_timestamp"] = pd.Timestamp(ts)
+    trending["event_timestamp"] = trending["created"] = pd.Timestamp(ts)
     store.push("item_trending_push", trending, to=PushMode.ONLINE)
     redis.Redis.from_url(settings.redis_url).set(MATERIALIZATION_KEY, uuid.uuid4().hex)
 
@@ -150,16 +150,21 @@ def _forget(settings: Settings, project: str, join_key: str, ids: list[str]) -> 
 
 
 def push_session(settings: Settings, user: str, clicked: list[str], ts: datetime | None = None) -> None:
-    """What the stream processor pushes after `clicked` (newest first) in one session."""
+    """What the stream processor pushes after `clicked` (newest first) in one session: every user_session_v1 field."""
     from feast.data_source import PushMode
 
+    store = feature_store(settings)
+    from features.stream_features import user_session_v1
+
     ts = ts or datetime.now(UTC)
-    row = pd.DataFrame({
-        "user_id": [user], "session_events": [len(clicked)], "session_clicks": [len(clicked)],
-        "last_item_ids": [clicked], "last_category": [category_of(clicked[0])],
-        "last_event_epoch": [ts.timestamp()], "events_1h": [len(clicked)], "clicks_1h": [len(clicked)],
-        "event_timestamp": [pd.Timestamp(ts).as_unit("us")]})
-    feature_store(settings).push("user_session_push", row, to=PushMode.ONLINE)
+    categories = sorted({category_of(i) for i in clicked})
+    row = _rows(user_session_v1, "user_id", [user], session_events=[len(clicked)], session_clicks=[len(clicked)],
+                last_item_ids=[clicked], last_category=[category_of(clicked[0])],
+                session_categories=[categories],
+                session_category_counts=[[sum(category_of(i) == c for i in clicked) for c in categories]],
+                last_event_epoch=[ts.timestamp()], events_1h=[len(clicked)], clicks_1h=[len(clicked)])
+    row["event_timestamp"] = row["created"] = [pd.Timestamp(ts).as_unit("us")]  # the push sources log `created`
+    store.push("user_session_push", row, to=PushMode.ONLINE)
 
 
 def register_batch(settings: Settings, seed: int = 0) -> str:

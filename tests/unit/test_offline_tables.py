@@ -20,7 +20,7 @@ def test_stream_tables_start_empty_with_the_views_schema(offline_dir):
     table = pq.read_table(offline_dir / "user_session" / offline.PLACEHOLDER)
     view = feast_repo.feature_view("user_session_v1")
     assert table.num_rows == 0
-    assert table.column_names == ["user_id", "event_timestamp", *[f.name for f in view.features]]
+    assert table.column_names == ["user_id", "event_timestamp", *[f.name for f in view.features], "created"]
     assert str(table.schema.field("event_timestamp").type) == "timestamp[us, tz=UTC]"
     assert table.schema.field("last_item_ids").type.value_type == "string"
     assert not offline.ensure_table("user_session_v1")  # idempotent

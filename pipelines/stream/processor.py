@@ -1,0 +1,581 @@
+"""The stream processor behind `tandem stream run`: Kafka consumer group → session/trending features → Redis.
+
+Each poll of the consumer is one micro-batch (bounded by `max_batch` records and by
+`max_wait_ms` of broker-side waiting). For a micro-batch the processor
+
+1. drops records at or below the partition's *applied offset* (kept in Redis, see below)
+   — they were applied before a crash or by a previous owner of the partition;
+2. decodes every record with tandem.schema.decode_event; a bad one goes to the DLQ
+   topic with its reason (and never stops the processor);
+3. folds the valid events into per-user and per-item state with the pure functions of
+   session_features.py (event-time semantics, so late and out-of-order events land
+   where they belong);
+4. writes, in ONE Redis MULTI/EXEC transaction: the new user and item state, the
+   features in Feast's online format, the offline-log rows into a per-partition
+   outbox, and the partition's new applied offset. The transaction WATCHes the
+   applied-offset hash and the item state it read, so a concurrent writer (another
+   instance sharing hot items, or a zombie owner of a partition after a rebalance)
+   makes it retry or, for a partition applied further by someone else, refuse the
+   batch and resume from the stored offset (a fence);
+5. commits the Kafka offsets — only after the writes they cover.
+
+A kill -9 anywhere in this sequence is safe: before EXEC nothing happened; after EXEC
+the applied offset says so and the re-delivered records are skipped, so a restart
+gives the same features as one clean pass. If Redis is unreachable the processor
+stops consuming and retries the same batch with exponential backoff (the consumer
+stays in its group; nothing is dropped) until Redis answers again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from pipelines.stream.examples import ExampleSink, LabelledExample, NullExampleSink
+from pipelines.stream.metrics import StreamMetrics, dlq_kind
+from pipelines.stream.offline_log import flush_outbox, outbox_row
+from pipelines.stream.online_format import StreamCodecs, stream_codecs
+from pipelines.stream.session_features import (
+    ItemState,
+    UserState,
+    fold_item,
+    fold_user,
+    item_features,
+    item_interaction,
+    user_entry,
+    user_features,
+)
+from tandem.schema import Event, EventError, decode_event
+from tandem.settings import Settings
+
+log = logging.getLogger("tandem.stream")
+
+STATE_TTL_S = 7 * 86_400
+DLQ_PAYLOAD_LIMIT = 4096
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg and any `extra={"fields": {...}}`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+               "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        doc.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger("tandem")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def load_catalog(dataset_dir: Path | None) -> dict[str, str]:
+    """item_id → category from a dataset's items.parquet ({} when there is none: categories become 'unknown')."""
+    if dataset_dir is None:
+        return {}
+    path = Path(dataset_dir) / "items.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no item catalogue (expected the dataset layout of pipelines/dataset.py)")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["item_id", "category"])
+    return dict(zip(table.column("item_id").to_pylist(), table.column("category").to_pylist(), strict=True))
+
+
+@dataclass
+class ProcessorConfig:
+    group_id: str = "tandem-stream"
+    max_batch: int = 5000  # records per micro-batch, at most
+    linger_ms: int = 25  # after the first record, keep collecting this long (or until max_batch): a micro-batch
+    # the broker answers a fetch as soon as any record is there; this bounds the wait when there is none (idle cost)
+    max_wait_ms: int = 100
+    session_timeout_ms: int = 10_000  # how soon the group notices a dead instance
+    metrics_port: int | None = None
+    commit_interval_s: float = 1.0  # Kafka commits are a convenience (Redis holds the applied offsets): batch them
+    offline_flush_s: float = 10.0
+    offline_flush_rows: int = 50_000
+    redis_backoff_max_s: float = 5.0
+    log_every_s: float = 5.0
+    cached_users_per_partition: int = 50_000  # user state kept in memory; evicted state is re-read from Redis
+    stop_after_idle_s: float | None = None  # for tests and `--until-idle`: stop after this long with no records
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+
+class FenceConflict(Exception):
+    def __init__(self, partitions: dict[int, int]):
+        super().__init__(f"partitions applied further by another instance: {partitions}")
+        self.partitions = partitions
+
+
+class RedisKeys:
+    """Where the processor's own state lives in Redis (Feast's rows live under Feast's keys)."""
+
+    def __init__(self, topic: str):
+        self.base = f"tandem:stream:{topic}"
+
+    def applied(self, partition: int) -> str:
+        """The last offset of the partition whose effects are in Redis (one key per partition: WATCHed alone)."""
+        return f"{self.base}:applied:{partition}"
+
+    def user(self, user_id: str) -> str:
+        return f"{self.base}:user:{user_id}"
+
+    def item(self, item_id: str) -> str:
+        return f"{self.base}:item:{item_id}"
+
+    def outbox(self, partition: int) -> str:
+        return f"{self.base}:outbox:{partition}"
+
+
+@dataclass
+class _Partition:
+    applied: int | None = None  # None: not loaded from Redis yet
+    users: dict[str, UserState] = field(default_factory=dict)  # cache; this instance is the only writer
+    last_flush: float = field(default_factory=time.monotonic)
+    outbox_rows: int = 0  # rows this instance added to the partition's outbox since its last flush
+
+
+class StreamProcessor:
+    """One member of the consumer group; run() until stop() or a signal."""
+
+    def __init__(self, settings: Settings, config: ProcessorConfig | None = None,
+                 catalog: Mapping[str, str] | None = None, sink: ExampleSink | None = None,
+                 codecs: StreamCodecs | None = None) -> None:
+        self.settings = settings
+        self.config = config or ProcessorConfig()
+        self.catalog = catalog or {}
+        self.sink = sink or NullExampleSink()
+        self.codecs = codecs or stream_codecs()
+        self.keys = RedisKeys(settings.topic)
+        self.metrics = StreamMetrics()
+        self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.partitions: dict[int, _Partition] = {}
+        self._stop = threading.Event()
+        self._consumer: Any = None
+        self._dlq: Any = None
+        self._handled = 0
+        self._last_log = time.monotonic()
+        self._last_record = time.monotonic()
+        self._to_commit: dict[Any, int] = {}
+        self._rebalances: queue.SimpleQueue[tuple[str, list[Any]]] = queue.SimpleQueue()
+        self._last_commit = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def _connect(self) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.config.group_id,
+            client_id=self.config.instance, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=self.config.max_batch, fetch_max_wait_ms=self.config.max_wait_ms,
+            session_timeout_ms=self.config.session_timeout_ms,
+            heartbeat_interval_ms=max(500, self.config.session_timeout_ms // 5),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            check_crcs=False,  # kafka-python's CRC32C is pure Python (~60 µs a record); TCP already checksums
+        )
+        # know the topic's partitions before joining, so the first assignment is not an empty one
+        deadline = time.monotonic() + 60
+        while not self._consumer.partitions_for_topic(self.settings.topic):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {self.settings.topic!r} has no partitions on "
+                                   f"{self.settings.kafka_bootstrap} "
+                                   "(create it with `tandem services up` or tandem.topics.ensure_topics)")
+            time.sleep(0.2)
+        self._dlq = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5)
+        self._consumer.subscribe([self.settings.topic], listener=_rebalance_listener(self))
+
+    def run(self) -> None:
+        """Consume until stop(); SIGTERM/SIGINT stop cleanly after the current micro-batch."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        if self.config.metrics_port:
+            self.metrics.serve(self.config.metrics_port)
+        self._connect()
+        log.info("stream processor started", extra={"fields": {
+            "instance": self.config.instance, "group": self.config.group_id, "topic": self.settings.topic,
+            "redis": self.settings.redis_url, "kafka": self.settings.kafka_bootstrap,
+            "metrics_port": self.config.metrics_port, "max_batch": self.config.max_batch}})
+        try:
+            while not self._stop.is_set():
+                self._apply_rebalance()
+                records = self._poll_batch()
+                self._apply_rebalance()
+                if records:
+                    self._last_record = time.monotonic()
+                    self.process(records)
+                elif (self.config.stop_after_idle_s is not None
+                      and time.monotonic() - self._last_record > self.config.stop_after_idle_s):
+                    log.info("idle, stopping", extra={"fields": {"idle_s": self.config.stop_after_idle_s}})
+                    break
+                self._commit()
+                self._housekeeping()
+        finally:
+            self._shutdown()
+
+    def _poll_batch(self) -> dict[Any, list[Any]]:
+        """One micro-batch: the records of polls from the first record on, for linger_ms or up to max_batch."""
+        batch: dict[Any, list[Any]] = {}
+        count = 0
+        first = self._consumer.poll(timeout_ms=100, max_records=self.config.max_batch)
+        deadline = time.monotonic() + self.config.linger_ms / 1000
+        while first:
+            for tp, recs in first.items():
+                batch.setdefault(tp, []).extend(recs)
+                count += len(recs)
+            left = deadline - time.monotonic()
+            if count >= self.config.max_batch or left <= 0:
+                break
+            first = self._consumer.poll(timeout_ms=max(1, int(left * 1000)), max_records=self.config.max_batch - count)
+        return batch
+
+    def _shutdown(self) -> None:
+        try:
+            for p in list(self.partitions):
+                self._flush_offline(p, force=True)
+        except _REDIS_DOWN:
+            log.warning("could not flush the offline outbox at shutdown (Redis unreachable); it stays in Redis")
+        self.sink.flush()
+        if self._consumer is not None:
+            self._commit(force=True)
+        if self._dlq is not None:
+            self._dlq.flush()
+            self._dlq.close(timeout=10)
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+        log.info("stream processor stopped", extra={"fields": {"handled": self._handled}})
+
+    # -- rebalance ---------------------------------------------------------------------------------------------
+
+    # kafka-python calls the rebalance listener on its IO thread: the listener only queues the change and the
+    # main loop applies it between micro-batches. A batch of a partition revoked meanwhile is still safe to
+    # write: the applied-offset fence refuses it if the new owner got there first.
+
+    def _apply_rebalance(self) -> None:
+        while not self._rebalances.empty():
+            kind, tps = self._rebalances.get()
+            if kind == "assigned":
+                for tp in tps:
+                    self.partitions[tp.partition] = _Partition()  # applied offset and state are read afresh
+            else:
+                for tp in tps:
+                    self.partitions.pop(tp.partition, None)  # drop cached state: another instance may write it next
+                    self._to_commit.pop(tp, None)
+            log.info(f"partitions {kind}", extra={"fields": {"partitions": sorted(tp.partition for tp in tps)}})
+
+    # -- one micro-batch ---------------------------------------------------------------------------------------
+
+    def process(self, records: Mapping[Any, Sequence[Any]]) -> None:
+        """Apply one poll's records (TopicPartition → ConsumerRecords) exactly once in effect."""
+        started = time.monotonic()
+        batch: dict[Any, list[Any]] = {}
+        replayed = 0
+        for tp, recs in records.items():
+            part = self.partitions.get(tp.partition)
+            if part is None:
+                continue  # revoked since the fetch
+            if part.applied is None:
+                part.applied = self._with_redis(lambda p=tp.partition: self._load_applied(p))
+            fresh = [r for r in recs if r.offset > part.applied]
+            replayed += len(recs) - len(fresh)
+            if fresh:
+                batch[tp] = fresh
+        if replayed:
+            self.metrics.events.labels("replayed").inc(replayed)
+        if not batch:
+            return
+        valid: dict[int, list[tuple[Any, Event]]] = {}
+        bad: list[tuple[Any, str]] = []
+        for tp, recs in batch.items():
+            good = valid.setdefault(tp.partition, [])
+            for r in recs:
+                try:
+                    good.append((r, decode_event(r.value or b"")))
+                except EventError as exc:
+                    bad.append((r, str(exc)))
+        if bad:
+            self._send_dlq(bad)
+        last = {tp.partition: recs[-1].offset for tp, recs in batch.items()}
+        applied = self._apply(valid, last)
+        done = time.time()
+        n_valid = 0
+        for p in applied:
+            for r, _ in valid[p]:
+                self.metrics.freshness.observe(max(0.0, done - r.timestamp / 1000.0))
+                n_valid += 1
+        for tp, recs in batch.items():
+            if tp.partition in applied:
+                self._to_commit[tp] = recs[-1].offset + 1
+        n = sum(len(recs) for tp, recs in batch.items() if tp.partition in applied)
+        self._handled += n
+        self.metrics.events.labels("applied").inc(n_valid)
+        self.metrics.record_handled(n)
+        self.metrics.batch_events.observe(n)
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+
+    def _send_dlq(self, bad: list[tuple[Any, str]]) -> None:
+        for r, reason in bad:
+            payload = r.value or b""
+            doc = {"reason": reason, "kind": dlq_kind(reason), "topic": r.topic, "partition": r.partition,
+                   "offset": r.offset, "key": r.key.decode("utf8", "replace") if r.key else None,
+                   "payload": payload[:DLQ_PAYLOAD_LIMIT].decode("utf8", "replace"), "payload_bytes": len(payload),
+                   "processor": self.config.instance}
+            self._dlq.send(self.settings.dlq_topic, key=r.key, value=json.dumps(doc).encode())
+            self.metrics.dlq.labels(doc["kind"]).inc()
+            log.warning("event sent to the DLQ", extra={"fields": {
+                "partition": r.partition, "offset": r.offset, "reason": reason}})
+        self._dlq.flush()  # the DLQ holds them before their offsets can be applied/committed
+        self.metrics.events.labels("dlq").inc(len(bad))
+
+    def _load_applied(self, partition: int) -> int:
+        raw = self.redis.get(self.keys.applied(partition))
+        return int(raw) if raw is not None else -1
+
+    def _with_redis(self, fn: Any) -> Any:
+        """Run fn until Redis answers: exponential backoff, no polling (consumption stops meanwhile)."""
+        delay = 0.05
+        while True:
+            try:
+                result = fn()
+                if self.metrics.redis_up._value.get() == 0:  # noqa: SLF001 - read back our own gauge
+                    log.info("Redis reachable again, catching up")
+                self.metrics.redis_up.set(1)
+                return result
+            except _REDIS_DOWN as exc:
+                if self._stop.is_set():
+                    raise
+                self.metrics.redis_up.set(0)
+                self.metrics.redis_retries.inc()
+                log.warning("Redis unreachable, waiting", extra={"fields": {"error": str(exc), "retry_in_s": delay}})
+                time.sleep(delay)
+                delay = min(delay * 2, self.config.redis_backoff_max_s)
+
+    def _apply(self, valid: dict[int, list[tuple[Any, Event]]], last: dict[int, int]) -> set[int]:
+        """Write the batch; return the partitions applied (a fenced partition is dropped and re-sought)."""
+        pending = dict(last)
+        while pending:
+            try:
+                self._with_redis(lambda: self._transaction(valid, pending))
+                return set(pending)
+            except FenceConflict as conflict:
+                self.metrics.fence_conflicts.inc()
+                log.warning("fenced: partition applied further elsewhere, resuming from there",
+                            extra={"fields": {"partitions": conflict.partitions}})
+                for p, stored in conflict.partitions.items():
+                    pending.pop(p, None)
+                    part = self.partitions.get(p)
+                    if part is not None:
+                        part.users.clear()
+                        part.applied = stored
+                        self._seek(p, stored + 1)
+        return set()
+
+    def _transaction(self, valid: dict[int, list[tuple[Any, Event]]], last: dict[int, int]) -> None:
+        user_codec = self.codecs.user
+        by_user: dict[tuple[int, str], list[Event]] = defaultdict(list)
+        by_item: dict[str, list[Event]] = defaultdict(list)
+        for p in last:
+            for _, event in valid.get(p, ()):
+                by_user[(p, event.user_id)].append(event)
+                by_item[event.item_id].append(event)
+        # user state: this instance is the partition's only writer, so cached state is current
+        missing = [(p, u) for (p, u) in by_user if u not in self.partitions[p].users]
+        if missing:
+            raws = self.redis.mget([self.keys.user(u) for _, u in missing])
+            for (p, u), raw in zip(missing, raws, strict=True):
+                self.partitions[p].users[u] = UserState.from_json(raw)
+        new_users: dict[tuple[int, str], UserState] = {}
+        examples: list[LabelledExample] = []
+        for (p, u), events in by_user.items():
+            state = self.partitions[p].users[u]
+            if self.sink.wants_examples:
+                for e in events:
+                    before = user_features(state) if state.entries else None
+                    examples.append(LabelledExample(e.event_id, e.user_id, e.item_id, e.event_type, e.value, e.ts,
+                                                    before))
+                    state = fold_user(state, [user_entry(e, self.catalog)])
+            else:
+                state = fold_user(state, [user_entry(e, self.catalog) for e in events])
+            new_users[(p, u)] = state
+        if examples:
+            self.sink.emit(examples)
+        user_rows = {}
+        for (p, u), state in new_users.items():
+            feats = user_features(state)
+            user_rows[(p, u)] = (feats, [feats[n] for n in user_codec.feature_names])
+        item_ids = list(by_item)
+        item_keys = [self.keys.item(i) for i in item_ids]
+        partitions = list(last)
+        applied_keys = [self.keys.applied(p) for p in partitions]
+        args = (partitions, applied_keys, item_ids, item_keys, by_item, new_users, user_rows, last)
+        while True:
+            try:
+                self._write(args)
+                break
+            except WatchError:
+                continue  # another instance touched one of our items between read and write: read again
+        for (p, u), state in new_users.items():
+            cache = self.partitions[p].users
+            cache.pop(u, None)  # re-insert: dict order is then least recently written first
+            cache[u] = state
+        for p in last:
+            cache = self.partitions[p].users
+            excess = len(cache) - self.config.cached_users_per_partition
+            if excess > 0:
+                for u in list(itertools.islice(cache, excess + self.config.cached_users_per_partition // 10)):
+                    del cache[u]
+        for p, off in last.items():
+            self.partitions[p].applied = off
+        return None
+
+    def _write(self, args: tuple) -> None:
+        partitions, applied_keys, item_ids, item_keys, by_item, new_users, user_rows, last = args
+        user_codec, item_codec = self.codecs.user, self.codecs.item
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.watch(*applied_keys, *item_keys)
+            stored = pipe.mget(applied_keys)
+            conflicts = {}
+            for p, raw in zip(partitions, stored, strict=True):
+                current = int(raw) if raw is not None else -1
+                if current != self.partitions[p].applied:
+                    conflicts[p] = current
+            if conflicts:
+                raise FenceConflict(conflicts)
+            raws = pipe.mget(item_keys) if item_keys else []
+            new_items = {i: fold_item(ItemState.from_json(raw), [item_interaction(e) for e in by_item[i]])
+                         for i, raw in zip(item_ids, raws, strict=True)}
+            pipe.multi()
+            created = time.time_ns() // 1000
+            outbox: dict[int, list[str]] = defaultdict(list)
+            for (p, u), state in new_users.items():
+                feats, values = user_rows[(p, u)]
+                pipe.set(self.keys.user(u), state.to_json(), ex=STATE_TTL_S)
+                pipe.hset(user_codec.redis_key(u), mapping=user_codec.mapping(feats, state.latest_us))
+                outbox[p].append(json.dumps(["user", f"{last[p]:012d}-{len(outbox[p]):06d}",
+                                             outbox_row(u, state.latest_us, created, values)]))
+            first_p = partitions[0]
+            for i, key in zip(item_ids, item_keys, strict=True):
+                state = new_items[i]
+                feats = item_features(state)
+                pipe.set(key, state.to_json(), ex=STATE_TTL_S)
+                pipe.hset(item_codec.redis_key(i), mapping=item_codec.mapping(feats, state.latest_us))
+                # an item row goes to the outbox of the batch's first partition (any one will do)
+                outbox[first_p].append(json.dumps(["item", f"{last[first_p]:012d}-{len(outbox[first_p]):06d}",
+                                                   outbox_row(i, state.latest_us, created,
+                                                              [feats[n] for n in item_codec.feature_names])]))
+            for p, rows in outbox.items():
+                pipe.rpush(self.keys.outbox(p), *rows)
+                self.partitions[p].outbox_rows += len(rows)  # an estimate for when to flush; exact after EXEC
+            pipe.mset({key: last[p] for p, key in zip(partitions, applied_keys, strict=True)})
+            pipe.execute()
+
+    def _commit(self, force: bool = False) -> None:
+        """Commit the offsets of applied records to Kafka, at most every commit_interval_s unless forced."""
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        if not self._to_commit or (not force and time.monotonic() - self._last_commit < self.config.commit_interval_s):
+            return
+        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._to_commit.items()}
+        self._to_commit = {}
+        self._last_commit = time.monotonic()
+        try:
+            self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # harmless: Redis holds the applied offsets, re-delivered records are skipped
+            log.warning("offset commit failed", extra={"fields": {"error": str(exc)}})
+
+    def _seek(self, partition: int, offset: int) -> None:
+        from kafka.structs import TopicPartition
+
+        tp = TopicPartition(self.settings.topic, partition)
+        if tp in self._consumer.assignment():
+            self._consumer.seek(tp, offset)
+
+    # -- periodic ----------------------------------------------------------------------------------------------
+
+    def _flush_offline(self, partition: int, force: bool = False) -> None:
+        part = self.partitions.get(partition)
+        if part is None:
+            return
+        now = time.monotonic()
+        key = self.keys.outbox(partition)
+        if not force and now - part.last_flush < self.config.offline_flush_s \
+                and part.outbox_rows < self.config.offline_flush_rows:
+            return
+        part.last_flush = now
+        part.outbox_rows = 0
+        while True:
+            moved = flush_outbox(self.redis, key, f"{self.settings.topic}-p{partition}",
+                                 max_rows=self.config.offline_flush_rows)
+            self.metrics.offline_rows.inc(moved)
+            if moved < self.config.offline_flush_rows:
+                break
+
+    def _housekeeping(self) -> None:
+        try:
+            for p in list(self.partitions):
+                self._flush_offline(p)
+        except _REDIS_DOWN:
+            pass  # the outbox waits in Redis; the next batch's retry loop reports the outage
+        now = time.monotonic()
+        if now - self._last_log < self.config.log_every_s:
+            return
+        self._last_log = now
+        lag = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                pos = self._consumer.position(tp) if tp in self._consumer.assignment() else None
+                if pos is not None:
+                    lag[tp.partition] = max(0, high - pos)
+                    self.metrics.lag.labels(str(tp.partition)).set(lag[tp.partition])
+        log.info("progress", extra={"fields": {
+            "handled": self._handled, "events_per_s": round(self.metrics.events_per_second._value.get(), 1),
+            "lag": lag, "partitions": sorted(self.partitions)}})
+
+
+def _rebalance_listener(processor: StreamProcessor) -> Any:
+    from kafka import ConsumerRebalanceListener
+
+    class _Rebalance(ConsumerRebalanceListener):
+        """Bridges kafka-python's rebalance callbacks to the processor."""
+
+        def on_partitions_revoked(self, revoked: Sequence[Any]) -> None:
+            processor._rebalances.put(("revoked", list(revoked)))
+
+        def on_partitions_assigned(self, assigned: Sequence[Any]) -> None:
+            processor._rebalances.put(("assigned", list(assigned)))
+
+    return _Rebalance()
+
