@@ -134,6 +134,11 @@ def test_online_inputs_are_the_models_function_on_what_serving_reads():
     assert column["last_item_covisit"].tolist() == [4.0, 2.0 + 6.0 / 2, 0.0]  # 1/position of the last items
     assert column["session_active"].tolist() == [1.0, 1.0, 1.0]
     assert session_values({"user_features_v1__events_7d": 4}) is None
+    # the stream's session category counts (user_session_v1) become the session's category shares
+    shares = online_inputs(batch, ["c1", "c2", "c3"], ["toys", None, "books"],
+                           {**values, "user_session_v1__session_categories": ["toys", "books"],
+                            "user_session_v1__session_category_counts": [3, 1]}, covisit, scores, None, now=1100.0)
+    assert shares[:, ONLINE_FEATURES.index("session_category_share")].tolist() == [0.75, 0.0, 0.25]
     cold = online_inputs(batch[:1], ["c1"], ["toys"], {}, covisit, scores, None, now=1100.0)
     assert cold[0].tolist() == [0.5, 0, 0, 0, 0, 0, 0]  # a user the stream has not seen: only the batch score
 
