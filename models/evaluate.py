@@ -38,7 +38,7 @@ import pyarrow as pa
 from models.blend import DEFAULT_ONLINE_WEIGHT, blend_scores
 from models.candidates import popular_items
 from models.features import BATCH_FEATURES, Catalog, EventLog, encode_events
-from models.metrics import QueryMetrics
+from models.metrics import QueryMetrics, hit_rate_at_k, ndcg_at_k
 from models.online import LABEL, ONLINE_FEATURES, OnlineTrainer, coefficients, last_item_covisit, online_features
 from models.online import predict_margin as online_margin
 from models.session import StreamState, StreamStateFactory
@@ -330,6 +330,7 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
         progress(total, total)
 
     rows = [metrics[name].summary(config.k) for name in SYSTEMS]
+    per_day = replay_by_day(log.ts[replay_start:], {name: metrics[name].ranks for name in SYSTEMS}, config.k)
     details = {
         "split_ts": _iso(split),
         "train_window": {"features_as_of": _iso(t1), "labels": [_iso(t1), _iso(t2)]},
@@ -344,9 +345,26 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
         "online_weight": config.online_weight,
         "stream_features": getattr(stream_state_factory, "__name__", type(stream_state_factory).__name__),
         "seconds": round(time.perf_counter() - started, 1),
+        "per_day": per_day,
     }
     mode = f"{MODE}; stream features: {details['stream_features']}"
     return EvaluationResult(rows, config.k, mode, details)
+
+
+def replay_by_day(ts: np.ndarray, ranks: dict[str, list[int]], k: int) -> list[dict[str, Any]]:
+    """Quality over replay time: per UTC day, the queries and each system's HitRate@k and NDCG@k."""
+    days = (np.asarray(ts, dtype=np.float64) // 86_400).astype(np.int64)
+    out = []
+    for day in np.unique(days):
+        mask = days == day
+        row: dict[str, Any] = {"day": datetime.fromtimestamp(int(day) * 86_400, tz=UTC).date().isoformat(),
+                               "queries": int(mask.sum())}
+        for name, r in ranks.items():
+            r_day = np.asarray(r)[mask]
+            row[f"{name}:hitrate@{k}"] = hit_rate_at_k(r_day, k)
+            row[f"{name}:ndcg@{k}"] = ndcg_at_k(r_day, k)
+        out.append(row)
+    return out
 
 
 def reveal_event(stream: StreamState, seen: dict[int, set[int]], log: EventLog, j: int) -> None:

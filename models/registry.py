@@ -107,17 +107,20 @@ def load_version(model_name: str, version: str, tracking_uri: str) -> LoadedMode
     mlflow, client = _mlflow(tracking_uri)
     mv = client.get_model_version(model_name, version)
     uri = f"models:/{model_name}/{version}"
-    if model_name == ONLINE_MODEL or mv.tags.get("flavor") == "sklearn":
-        model = mlflow.sklearn.load_model(uri)
-        columns = list(ONLINE_FEATURES)
-    else:
+    try:
+        if model_name == ONLINE_MODEL or mv.tags.get("flavor") == "sklearn":
+            model = mlflow.sklearn.load_model(uri)
+            columns = list(ONLINE_FEATURES)
+            return LoadedModel(model_name, str(version), mv.run_id, model, columns, dict(mv.tags))
         booster = mlflow.xgboost.load_model(uri)
-        if hasattr(booster, "get_booster"):  # a model logged through xgboost's scikit-learn API
-            booster = booster.get_booster()
-        columns = list(booster.feature_names or json.loads(mv.tags.get("feature_columns", "[]")))
-        if not columns:
-            raise RegistryError(f"{model_name} v{version} records no feature columns (not a tandem batch ranker)")
-        model = BatchRanker(booster, columns)
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"{model_name} v{version} cannot be loaded as a tandem model: {exc}") from None
+    if hasattr(booster, "get_booster"):  # a model logged through xgboost's scikit-learn API
+        booster = booster.get_booster()
+    columns = list(booster.feature_names or json.loads(mv.tags.get("feature_columns", "[]")))
+    if not columns:
+        raise RegistryError(f"{model_name} v{version} records no feature columns (not a tandem batch ranker)")
+    model = BatchRanker(booster, columns)
     return LoadedModel(model_name, str(version), mv.run_id, model, columns, dict(mv.tags))
 
 

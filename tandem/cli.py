@@ -321,6 +321,109 @@ def evaluate(
     console.print(f"mode: {result.mode}")
     md_path, js_path = write_report(result, settings.home / "reports", json_path)
     console.print(f"report: {md_path} and {js_path}" + (f"; JSON also at {json_path}" if json_path else ""))
+
+
+@app.command("monitor")
+def monitor(
+    data: DataOption = None,
+    reference: Annotated[str, typer.Option(help="What recent values are compared with: 'window' (the dataset's "
+                                                "earliest window vs its latest), 'offline' (the offline store's "
+                                                "earliest feature snapshot vs its latest) or 'offline:YYYY-MM-DD'.")
+                         ] = "window",
+    threshold: Annotated[float, typer.Option(min=0.0, help="PSI above which a feature is flagged as drifted.")] = 0.2,
+    window: Annotated[float, typer.Option(min=0.05, max=0.5, help="Window length as a share of the event time "
+                                                                  "span (reference=window).")] = 0.25,
+    stream_metrics: Annotated[str | None, typer.Option(help="The stream processor's Prometheus URL (default: "
+                                                            "http://127.0.0.1:$TANDEM_STREAM_METRICS_PORT/metrics, "
+                                                            "port 9108).")] = None,
+) -> None:
+    """Feature drift (PSI), model drift over time and stream lag/freshness → HTML + JSON report; flags retraining."""
+    import os
+
+    from models.monitor import MonitorError, run_monitor, write_report
+    from pipelines.dataset import DatasetError
+
+    settings = _settings()
+    data = data or settings.data_dir
+    url = stream_metrics or f"http://127.0.0.1:{os.environ.get('TANDEM_STREAM_METRICS_PORT', '9108')}/metrics"
+    try:
+        with progress_bar(f"monitoring ({reference})", total=3) as update:
+            result = run_monitor(data, settings.offline_dir, reference=reference, threshold=threshold,
+                                 window=window, stream_url=url, progress=update)
+    except (MonitorError, DatasetError) as exc:
+        fail(str(exc))
+    table = Table(title=f"feature drift (PSI, threshold {threshold})")
+    for col in ("feature", "source", "PSI", "n ref", "n recent", ""):
+        table.add_column(col)
+    for f in result.features:
+        table.add_row(f.name, f.source, f"{f.psi:.4f}", f"{f.n_reference:,}", f"{f.n_recent:,}",
+                      "[red]DRIFT[/]" if f.flagged else "[green]ok[/]")
+    console.print(table)
+    model = result.model
+    if model.get("days"):
+        console.print(f"model drift: {model['metric']} reference {model['reference_hitrate']:.4f} → recent "
+                      f"{model['recent_hitrate']:.4f} ({model['relative_drop']:.1%} lower) — "
+                      + ("[red]DRIFT[/]" if model["flagged"] else "[green]ok[/]"))
+    stream = result.stream
+    console.print("stream: " + (f"lag {stream['lag_total']:,.0f}, freshness p99 ≤ {stream['freshness_p99_s']} s"
+                                if stream["state"] == "running" else f"not running ({stream['url']})"))
+    html_path, json_path, marker = write_report(result, settings.home / "reports")
+    console.print(f"report: {html_path} and {json_path}")
+    if marker:
+        console.print(f"[yellow]retraining requested[/] ({', '.join(f.name for f in result.flagged)}): {marker}")
+
+
+@app.command("ab-report")
+def ab_report_command(
+    decisions: Annotated[Path | None, typer.Option(help="Serving's decision log (default: TANDEM_DECISION_LOG).")
+                         ] = None,
+    events: Annotated[Path | None, typer.Option(help="Feedback events: a dataset directory, or a JSON-lines or "
+                                                     "parquet file in the event schema (default: settings' data "
+                                                     "dir).")] = None,
+    window: Annotated[float, typer.Option(min=1.0, help="Seconds after a response in which feedback on a shown "
+                                                        "item counts for it.")] = 1_800.0,
+    control: Annotated[str | None, typer.Option(help="Variant the others are compared with (default: batch_only, "
+                                                     "else the first by name).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """CTR and conversion per A/B variant with 95% Wilson intervals, and each variant's difference from control."""
+    import json
+
+    from models.ab_report import ABReportError, ab_report
+
+    settings = _settings()
+    decisions = decisions or settings.decision_log
+    events = events or settings.data_dir
+    try:
+        with progress_bar("joining decisions with feedback", total=1) as update:
+            report = ab_report(decisions, events, window_s=window, control=control)
+            update(1)
+    except ABReportError as exc:
+        fail(str(exc))
+
+    def ci(i: dict) -> str:
+        return f"{i['estimate']:.4f} [{i['low']:.4f}, {i['high']:.4f}]"
+
+    table = Table(title=f"A/B: feedback within {window:g} s of a response (95% Wilson intervals)")
+    for col in ("variant", "responses", "clicked", "CTR", "converted", "conversion"):
+        table.add_column(col)
+    for v in report["variants"]:
+        table.add_row(v["variant"], f"{v['responses']:,}", f"{v['clicked']:,}", ci(v["ctr"]), f"{v['converted']:,}",
+                      ci(v["conversion"]))
+    console.print(table)
+    for c in report["comparisons"]:
+        console.print(f"{c['variant']} − {c['control']}: CTR {ci(c['ctr_diff'])}, "
+                      f"conversion {ci(c['conversion_diff'])}")
+    reports = settings.home / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    from datetime import UTC, datetime
+
+    out = reports / f"ab-report-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    for path in filter(None, (out, json_path)):
+        path.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"report: {out}" + (f"; also {json_path}" if json_path else ""))
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default TANDEM_SERVE_HOST, loopback).")] = None,
@@ -378,6 +481,16 @@ def batch_run(
                                train_days=train_days, negatives_per_positive=negatives)
     except ValueError as exc:
         fail(str(exc) if isinstance(exc, BatchError) else f"--since {since!r} is not a date (expected YYYY-MM-DD)")
+    from models.monitor import consume_retrain_request, retrain_request
+
+    reports = settings.home / "reports"
+    request = retrain_request(reports)
+    if request is not None:
+        drifted = ", ".join(f"{f.get('name')} (PSI {f.get('psi')})" for f in request.get("features", []))
+        console.print(f"[yellow]retraining requested[/] by `tandem monitor` at {request.get('requested')}: {drifted}")
+        if not models:
+            console.print("  running the model steps despite --no-models")
+            models = True
     steps = default_steps()
     if models:
         from models.batch_steps import model_steps
@@ -396,6 +509,8 @@ def batch_run(
         except (BatchError, TrainingError, RegistryError) as exc:
             fail(str(exc))
     total = sum(r.seconds for r in results)
+    if request is not None:
+        console.print(f"retrain request handled: {consume_retrain_request(reports)}")
     console.print(f"[green]batch run done[/] in {total:.1f}s as of {ctx.as_of.isoformat()}; "
                   f"data docs: {ctx.extras['validator'].docs if 'validator' in ctx.extras else '-'}")
 

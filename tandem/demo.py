@@ -64,13 +64,13 @@ def run_step(name: str, cmd: list[str], timeout: float, env: dict[str, str] | No
 class Background:
     """A long-running CLI process (stream processor, server) with its log under .tandem/run/."""
 
-    def __init__(self, name: str, cmd: list[str], settings: Settings):
+    def __init__(self, name: str, cmd: list[str], settings: Settings, env: dict[str, str]):
         self.name = name
         self.log_path = settings.run_dir / f"demo-{name}.log"
         settings.run_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, env=env)
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -212,7 +212,8 @@ def show_before_and_after(api: Api, data_dir: Path, options: DemoOptions) -> int
 
 def run_demo(settings: Settings, options: DemoOptions, report: Callable[[str], None] = console.print) -> int:
     data_dir = options.data_dir or settings.data_dir / "demo"
-    env = {**os.environ, **settings.feast_environment()}
+    # every step, and the example sink's item lookup, works on the demo dataset
+    env = {**os.environ, **settings.feast_environment(), "TANDEM_DATA": str(data_dir)}
     run_step("1/6 services: Redis, Kafka (KRaft), MLflow", _tandem("services", "up"), 600, env)
     run_step(f"2/6 data: synthetic '{options.size}' dataset", _tandem("data", "generate", "--size", options.size,
                                                                       "--out", str(data_dir)), 600, env)
@@ -222,8 +223,8 @@ def run_demo(settings: Settings, options: DemoOptions, report: Callable[[str], N
              _tandem("train", "online", "--data", str(data_dir)), 900, env)
     console.rule("[bold]5/6 stream processor and server")
     stream = Background("stream", _tandem("stream", "run", "--data", str(data_dir), "--example-sink",
-                                          "models.online_sink:from_settings"), settings)
-    server = Background("server", _tandem("serve"), settings)
+                                          "models.online_sink:from_settings"), settings, env)
+    server = Background("server", _tandem("serve"), settings, env)
     api = Api(settings)
     try:
         api.wait_ready(server, timeout=240)

@@ -25,6 +25,15 @@ def test_four_rows_in_protocol_order(result):
     assert result.details["online_updates"]["during_replay"] > 0
 
 
+def test_per_day_quality_adds_up_to_the_table(result):
+    per_day = result.details["per_day"]
+    assert sum(d["queries"] for d in per_day) == result.details["queries"]
+    assert [d["day"] for d in per_day] == sorted(d["day"] for d in per_day)
+    for name in SYSTEMS:
+        weighted = sum(d[f"{name}:hitrate@10"] * d["queries"] for d in per_day) / result.details["queries"]
+        assert weighted == pytest.approx(result.row(name)["hitrate@10"])
+
+
 def test_hybrid_beats_batch_only_when_taste_drifts(result):
     assert result.row("hybrid")["ndcg@10"] > result.row("batch-only")["ndcg@10"]
     assert result.row("hybrid")["hitrate@10"] > result.row("popularity")["hitrate@10"]
