@@ -81,3 +81,13 @@ user_candidates_table = SparkSource(
     owner="tandem",
     tags={"path": "batch"},
 )
+
+item_neighbours_table = SparkSource(
+    name="item_neighbours_table",
+    path=offline_table("item_neighbours"),
+    file_format="parquet",
+    timestamp_field="event_timestamp",
+    description="Each item's top co-visited items, written by the batch run's candidate step.",
+    owner="tandem",
+    tags={"path": "batch"},
+)

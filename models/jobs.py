@@ -52,7 +52,8 @@ from models.train import (
 
 IN_PROCESS_FEATURE_SERVICE = "ranker_batch_v1 (in-process)"
 POPULAR_TABLE = "popular_items"
-NEIGHBOURS_TABLE = "item_neighbours"
+NEIGHBOURS_TABLE = "item_neighbours"  # the offline table of feature view NEIGHBOURS_VIEW
+NEIGHBOURS_VIEW = "item_neighbours_v1"
 Progress = Callable[[int, int], None]
 
 
@@ -172,15 +173,17 @@ def score_candidates(ranker: BatchRanker, log: EventLog, catalog: Catalog, as_of
 
 def write_offline_tables(candidates: pd.DataFrame, popular: pd.DataFrame, neighbours: pd.DataFrame,
                          as_of: datetime) -> Path:
-    """Publish the day's candidate lists (view user_candidates_v1, through pipelines/batch/offline.py) and the
-    popular_items and item_neighbours tables, each as the `date=<as_of's day>` partition; return the lists' dir."""
+    """Publish the day's candidate lists (view user_candidates_v1) and item neighbours (view item_neighbours_v1),
+    through pipelines/batch/offline.py, and the popular_items table, each as the `date=<as_of's day>` partition;
+    return the lists' dir."""
     from pipelines.batch import offline
     from tandem.settings import get_settings
 
     day = as_of.astimezone(UTC).date()
     path = offline.write_day("user_candidates_v1", candidates, day, as_of)
+    offline.write_day(NEIGHBOURS_VIEW, neighbours, day, as_of)  # cast to the view's schema, materialized online
     root = get_settings().offline_dir
-    for name, frame in ((POPULAR_TABLE, popular), (NEIGHBOURS_TABLE, neighbours)):
+    for name, frame in ((POPULAR_TABLE, popular),):
         table_dir = root / name
         stage = offline.staging_dir(root) / name / offline.partition_name(day)
         stage.mkdir(parents=True)

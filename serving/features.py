@@ -37,6 +37,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from serving.rows import service_columns
 from tandem.settings import Settings, export_feast_environment
 
 log = logging.getLogger("tandem.serving.features")
@@ -62,9 +63,9 @@ class Contract:
     session_items: tuple[str, str] = ("user_session_v1", "last_item_ids")  # stream: newest first
     session_category: tuple[str, str] = ("user_session_v1", "last_category")
     item_category: tuple[str, str] = ("item_features_v1", "category")  # batch item features
-    # items co-visited with this one: not yet produced by the batch branch; absent, session candidates
-    # come from the session category's popular items instead
-    covisit: tuple[str, str] = ("item_covisit_v1", "item_ids")
+    # items co-visited with this one (batch candidate step, strongest first) and their co-visit counts
+    covisit: tuple[str, str] = ("item_neighbours_v1", "neighbour_item_ids")
+    covisit_scores: tuple[str, str] = ("item_neighbours_v1", "neighbour_scores")
     trending_view: str = "item_trending_v1"  # stream: refreshed every TRENDING_REFRESH_S
     trend_score: str = "trend_score"
 
@@ -101,9 +102,10 @@ class ItemSnapshot:
     index: dict[str, int]
     columns: dict[str, np.ndarray]  # numeric item features by full name, aligned with item_ids
     categories: list[str | None]
-    covisit: dict[str, tuple[str, ...]]
+    covisit: dict[str, tuple[str, ...]]  # item → its co-visited items, strongest first
     updated_epoch: float | None  # event time of the newest item row
     source: str = "redis"  # or "disk" when loaded from the local cache during an outage
+    covisit_scores: dict[str, tuple[float, ...]] = field(default_factory=dict)  # aligned with `covisit`
 
     @classmethod
     def empty(cls) -> ItemSnapshot:
@@ -185,6 +187,7 @@ class OnlineFeatures:
         self.user_views: list[ViewSchema] = []
         self.item_views: list[ViewSchema] = []
         self.trending_fields: tuple[str, ...] = ()
+        self.services: dict[str, tuple[str, ...]] = {}  # feature service → its <view>__<feature> columns
         self._user_layout: tuple[list[bytes], list[str]] = ([], [])  # swapped as one, never edited in place
         self.items = ItemSnapshot.empty()
         self.trending = TrendingSnapshot()
@@ -225,6 +228,7 @@ class OnlineFeatures:
         trending = [v for v in views if v.name == c.trending_view]
         self.trending_fields = trending[0].fields if trending else ()
         self._user_layout = self._hash_fields(self.user_views)
+        self.services = {fs.name: tuple(service_columns(fs)) for fs in store.list_feature_services()}
         log.info("online schema: user views %s, item views %s", [v.name for v in self.user_views],
                  [v.name for v in self.item_views])
 
@@ -360,8 +364,10 @@ class OnlineFeatures:
         numeric: dict[str, list[float]] = {}
         cat_name = "__".join(self.contract.item_category)
         covisit_name = "__".join(self.contract.covisit)
+        covisit_scores_name = "__".join(self.contract.covisit_scores)
         categories: list[str | None] = []
         covisit: dict[str, tuple[str, ...]] = {}
+        covisit_scores: dict[str, tuple[float, ...]] = {}
         updated: float | None = None
         for i, (item_id, row) in enumerate(zip(item_ids, rows, strict=True)):
             category = None
@@ -377,6 +383,8 @@ class OnlineFeatures:
                     category = None if value is None else str(value)
                 elif name == covisit_name:
                     covisit[item_id] = tuple(str(x) for x in value or ())
+                elif name == covisit_scores_name:
+                    covisit_scores[item_id] = tuple(float(x) for x in value or ())
                 elif (x := _as_float(value)) is not None:
                     numeric.setdefault(name, [np.nan] * len(item_ids))[i] = x
             categories.append(category)
@@ -384,7 +392,7 @@ class OnlineFeatures:
             version=f"{(marker or b'-').decode(errors='replace')}/{time.time():.3f}",
             item_ids=item_ids, index={item: i for i, item in enumerate(item_ids)},
             columns={k: np.asarray(v, dtype=np.float64) for k, v in numeric.items()},
-            categories=categories, covisit=covisit, updated_epoch=updated)
+            categories=categories, covisit=covisit, updated_epoch=updated, covisit_scores=covisit_scores)
         self.items = snapshot
         self._marker = marker
         self._items_loaded_at = time.monotonic()

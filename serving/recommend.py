@@ -1,7 +1,8 @@
-"""The pure logic of /recommend: A/B assignment, candidate gathering, feature rows, blending and top-k.
+"""The pure logic of /recommend: A/B assignment, candidate gathering and top-k.
 
-No I/O here: serving/service.py reads the online store (serving/features.py) and holds the models
-(serving/models.py), then calls these functions. Everything here is unit-tested without services.
+No I/O here: serving/service.py reads the online store (serving/features.py), holds the models
+(serving/models.py), turns online rows into model inputs (serving/rows.py), blends with
+models/blend.py, then calls these functions. Everything here is unit-tested without services.
 """
 
 from __future__ import annotations
@@ -22,12 +23,6 @@ COVISIT_QUOTA = 30
 SESSION_CATEGORY_QUOTA = 20
 TRENDING_QUOTA = 10
 MAX_SESSION_ITEMS = 5
-
-# features serving derives per request (no store holds them); models may train on them under these names
-ITEM_IN_LAST_CATEGORY = "request__item_in_last_category"
-ITEM_COVISITED_WITH_SESSION = "request__item_covisited_with_session"
-ITEM_IS_TRENDING = "request__item_is_trending"
-REQUEST_FEATURES = (ITEM_IN_LAST_CATEGORY, ITEM_COVISITED_WITH_SESSION, ITEM_IS_TRENDING)
 
 SOURCE_COVISIT, SOURCE_SESSION_CATEGORY = "covisit", "session_category"
 SOURCE_PRECOMPUTED, SOURCE_TRENDING, SOURCE_POPULAR = "precomputed", "trending", "popular"
@@ -106,64 +101,6 @@ def _round_robin(lists: Sequence[Sequence[str]]) -> Iterable[str]:
         for items in lists:
             if i < len(items):
                 yield items[i]
-
-
-def request_features(
-    user: UserView,
-    categories: Sequence[str | None],
-    sources: Sequence[str],
-) -> dict[str, np.ndarray]:
-    """Per-candidate features that only exist at request time (NaN where the session says nothing)."""
-    n = len(sources)
-    if user.last_category is None:
-        in_last = np.full(n, np.nan)
-    else:
-        in_last = np.fromiter((c == user.last_category for c in categories), dtype=np.float64, count=n)
-    covisited = np.fromiter((s == SOURCE_COVISIT for s in sources), dtype=np.float64, count=n)
-    trending = np.fromiter((s == SOURCE_TRENDING for s in sources), dtype=np.float64, count=n)
-    return {ITEM_IN_LAST_CATEGORY: in_last, ITEM_COVISITED_WITH_SESSION: covisited, ITEM_IS_TRENDING: trending}
-
-
-def resolve_feature_names(wanted: Sequence[str], available: Iterable[str]) -> list[str | None]:
-    """Map a model's feature names onto available full names (view__feature); a bare name matches if unambiguous.
-
-    Unresolvable names map to None and are scored as missing (NaN), which XGBoost treats as its default branch.
-    """
-    available = list(available)
-    full = set(available)
-    by_bare: dict[str, list[str]] = {}
-    for name in available:
-        by_bare.setdefault(name.split("__", 1)[-1], []).append(name)
-    out: list[str | None] = []
-    for name in wanted:
-        if name in full:
-            out.append(name)
-        elif len(by_bare.get(name, [])) == 1:
-            out.append(by_bare[name][0])
-        else:
-            out.append(None)
-    return out
-
-
-def feature_matrix(
-    columns: Sequence[str | None],
-    user_values: Mapping[str, float],
-    item_columns: Mapping[str, np.ndarray],
-    rows: np.ndarray,
-    per_request: Mapping[str, np.ndarray],
-) -> np.ndarray:
-    """One row per candidate, one column per model feature: item columns gathered by row, user values broadcast."""
-    x = np.full((len(rows), len(columns)), np.nan, dtype=np.float32)
-    for j, name in enumerate(columns):
-        if name is None:
-            continue
-        if name in per_request:
-            x[:, j] = per_request[name]
-        elif name in item_columns:
-            x[:, j] = item_columns[name][rows]
-        elif name in user_values:
-            x[:, j] = user_values[name]
-    return x
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ import numpy as np
 from prometheus_client import Counter
 from starlette.responses import JSONResponse
 
-from serving.features import ItemSnapshot, OnlineFeatures, OnlineStoreUnavailable, UserRecord
+from models.blend import blend_scores, sigmoid
+from pipelines.stream.producer import EventProducer
+from serving.features import OnlineFeatures, OnlineStoreUnavailable, UserRecord
 from serving.http_models import (
     MAX_BODY_BYTES,
     FeedbackAccepted,
@@ -30,19 +32,9 @@ from serving.http_models import (
     RecommendRequest,
     RecommendResponse,
 )
-from serving.interim import EventProducer, blend_scores, sigmoid
 from serving.models import ChampionHolder, Ranker
-from serving.recommend import (
-    REQUEST_FEATURES,
-    UserView,
-    assign_variant,
-    feature_age_s,
-    feature_matrix,
-    gather_candidates,
-    request_features,
-    resolve_feature_names,
-    top_k,
-)
+from serving.recommend import UserView, assign_variant, feature_age_s, gather_candidates, top_k
+from serving.rows import TREND_SCORE, check_columns, model_rows, online_inputs
 from tandem.schema import MAX_EVENT_BYTES, EventError, validate_event
 from tandem.settings import get_settings
 
@@ -277,16 +269,18 @@ class Recommender:
                     if item in snapshot.index]
         item_ids = [item for item, _ in gathered]
         rows = np.fromiter((snapshot.index[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
-        per_request = request_features(user, [snapshot.categories[r] for r in rows], [s for _, s in gathered])
-
-        def score(ranker: Ranker | None) -> np.ndarray | None:
-            if ranker is None or not len(rows):
-                return None
-            columns = self._columns(ranker, snapshot, item_columns)
-            return ranker.score(feature_matrix(columns, user.values, item_columns, rows, per_request))
-
-        batch = score(champions.batch)
-        online = score(champions.online)
+        categories = [snapshot.categories[r] for r in rows]
+        batch = online = None
+        if champions.batch is not None and len(rows):
+            self._check(champions.batch)
+            batch = champions.batch.score(model_rows(champions.batch.feature_columns, record.values, item_columns,
+                                                     rows, categories))
+        if champions.online is not None and len(rows):
+            trend = item_columns.get(TREND_SCORE)
+            x = online_inputs(np.zeros(len(rows)) if batch is None else batch, item_ids, categories, record.values,
+                              snapshot.covisit, getattr(snapshot, "covisit_scores", {}),
+                              None if trend is None else trend[rows], now)
+            online = champions.online.score(x)
         if champions.batch is None:
             reasons.append("batch_model_missing")
         if champions.online is None and variant.online_weight > 0:
@@ -318,21 +312,15 @@ class Recommender:
                 "feature_age_s": response.feature_age_s}))
         return response
 
-    def _columns(self, ranker: Ranker, snapshot: ItemSnapshot, item_columns: dict) -> list[str | None]:
-        """The model's feature names resolved against what the store holds (cached per item snapshot/schema)."""
-        key = (snapshot.version, tuple(self.features.user_views), len(item_columns))
-        columns = ranker._resolved.get(key)
-        if columns is None:
-            user_names = [f"{v.name}__{f}" for v in self.features.user_views for f in v.fields]
-            available = [*item_columns, *user_names, *REQUEST_FEATURES]
-            columns = resolve_feature_names(ranker.feature_names, available)
-            missing = [n for n, c in zip(ranker.feature_names, columns, strict=True) if c is None]
-            if missing:
-                log.warning("%s v%s: features not in the online store, scored as missing: %s",
-                            ranker.name, ranker.version, ", ".join(missing))
-            ranker._resolved.clear()
-            ranker._resolved[key] = columns
-        return columns
+    def _check(self, ranker: Ranker) -> None:
+        """Every batch-model column must come from the model's feature service or be derived by serving
+        (FeatureSkewError otherwise); checked once per model version and Feast registry schema."""
+        services = self.features.services
+        key = id(services)
+        if key not in ranker._checked:
+            check_columns(ranker.feature_columns, services.get(ranker.feature_service), ranker.feature_service)
+            ranker._checked.clear()
+            ranker._checked[key] = True
 
     def _refresh_popular(self) -> None:
         """The batch champion's top items for the default (empty) profile: what a cold user is shown."""
@@ -345,11 +333,13 @@ class Recommender:
             order = np.arange(len(snapshot.item_ids))
             if batch is not None:
                 _, item_columns, _ = self.features.item_columns()
-                default = UserView(user_id="")
-                per_request = request_features(default, snapshot.categories, ["popular"] * len(order))
-                columns = self._columns(batch, snapshot, item_columns)
-                scores = batch.score(feature_matrix(columns, {}, item_columns, order, per_request))
-                order = np.argsort(-scores, kind="stable")
+                try:
+                    self._check(batch)
+                    scores = batch.score(model_rows(batch.feature_columns, {}, item_columns, order,
+                                                    snapshot.categories))
+                    order = np.argsort(-scores, kind="stable")
+                except Exception:  # a model serving cannot feed: popular falls back to catalog order
+                    log.exception("%s v%s cannot score the default profile", batch.name, batch.version)
             by_category: dict[str, list[str]] = {}
             for i in order:
                 category = snapshot.categories[i]

@@ -109,6 +109,27 @@ def test_batch_run_publishes_the_latest_offline_values_online(batch):
     assert set(latest_users["event_timestamp"]) == {pd.Timestamp(ctx.as_of)}
 
 
+def test_the_candidate_steps_item_neighbours_are_materialized_online(batch):
+    """The candidate step writes item_neighbours_v1 (models.jobs.write_offline_tables); materialize publishes it."""
+    from models.candidates import covisitation_matrix, item_neighbours_frame
+    from models.evaluate import encode_dataset
+    from models.jobs import NEIGHBOURS_VIEW, read_dataset
+    from pipelines.batch.run import ONLINE_VIEWS, step_materialize
+
+    ctx = batch["ctx"]
+    assert NEIGHBOURS_VIEW in ONLINE_VIEWS
+    catalog, log = encode_dataset(*read_dataset(batch["dataset"]))
+    as_of = ctx.as_of.timestamp()
+    neighbours = item_neighbours_frame(covisitation_matrix(log.before(as_of), catalog.n_items), catalog,
+                                       pd.Timestamp(ctx.as_of))
+    assert len(neighbours) > 0
+    offline.write_day(NEIGHBOURS_VIEW, neighbours, ctx.as_of.astimezone(UTC).date(), ctx.as_of)
+    step_materialize(ctx)
+    table = feast_repo.source_path(NEIGHBOURS_VIEW)
+    assert table.is_relative_to(batch["root"])
+    _assert_online_matches_offline(ctx.store, table, NEIGHBOURS_VIEW, "item_id")
+
+
 def test_training_set_is_point_in_time_correct(batch):
     ctx = batch["ctx"]
     df = ctx.training_set

@@ -1,6 +1,7 @@
 """The serving API over HTTP against the real server (`tandem serve` as a subprocess) and the real services.
 
-State is set up the way the batch, stream and models branches will produce it (tests/integration/serving_state.py).
+State is set up the way the batch, stream and models stages produce it, with real models trained by models/
+code (tests/integration/serving_state.py).
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ import pytest
 from serving.recommend import assign_variant
 from tandem.services import RedisService
 from tests.integration.serving_state import (
-    BATCH_FEATURES,
     N_USERS,
-    ONLINE_FEATURES,
     apply_and_write,
     category_of,
     items_in,
     push_session,
-    register_ranker,
+    register_batch,
+    register_online,
     taste_of,
     user_id,
     wait_until,
@@ -78,8 +78,7 @@ class Api:
 @pytest.fixture(scope="module")
 def versions(settings):
     apply_and_write(settings)
-    return {"batch": register_ranker(settings, "batch-ranker", BATCH_FEATURES, seed=0),
-            "online": register_ranker(settings, "online-ranker", ONLINE_FEATURES, seed=1)}
+    return {"batch": register_batch(settings, seed=0), "online": register_online(settings, seed=1)}
 
 
 @contextmanager
@@ -200,7 +199,7 @@ def test_a_new_champion_is_served_without_restart_or_failed_requests(api, settin
     new = "pending"
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(hammer) for _ in range(2)]  # requests in flight across the swap
-        new = register_ranker(settings, "batch-ranker", BATCH_FEATURES, seed=2)
+        new = register_batch(settings, seed=2)
         for f in futures:
             f.result()
     assert new != versions["batch"]
@@ -353,5 +352,7 @@ def test_bentoml_build_packs_the_service(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     src = next((tmp_path / "bentoml" / "bentos" / "tandem").glob("*/src"))
     assert (src / "serving" / "service.py").exists() and (src / "feature_repo" / "feature_store.yaml").exists()
+    assert (src / "models" / "registry.py").exists()  # serving scores with models/ code
+    assert (src / "feature_repo" / "features" / "item_neighbours.py").exists()
     assert not (src / "serving" / "locustfile.py").exists()
     assert "service: serving.service:Recommender" in (src.parent / "bento.yaml").read_text()

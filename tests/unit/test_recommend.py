@@ -1,22 +1,19 @@
-"""The pure ranking logic of /recommend: A/B assignment, candidates, feature rows, blending, top-k."""
+"""The pure ranking logic of /recommend: A/B assignment, candidates, blending (models/blend.py), top-k.
+
+How online rows become model inputs is tests/unit/test_serving_rows.py."""
 
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from serving.interim import blend_scores
+from models.blend import blend_scores
 from serving.recommend import (
-    ITEM_COVISITED_WITH_SESSION,
-    ITEM_IN_LAST_CATEGORY,
     MAX_CANDIDATES,
     UserView,
     assign_variant,
     feature_age_s,
-    feature_matrix,
     gather_candidates,
-    request_features,
-    resolve_feature_names,
     top_k,
 )
 from tandem.settings import SettingsError, Variant, parse_ab_variants
@@ -71,36 +68,14 @@ def test_cold_user_gets_popular_items_and_the_budget_holds():
     assert not UserView("new").known
 
 
-def test_request_features_mark_session_category_and_covisitation():
-    user = UserView("u", session_items=("x",), last_category="shoes")
-    f = request_features(user, ["shoes", "hats", None], ["covisit", "precomputed", "popular"])
-    assert f[ITEM_IN_LAST_CATEGORY].tolist() == [1.0, 0.0, 0.0]
-    assert f[ITEM_COVISITED_WITH_SESSION].tolist() == [1.0, 0.0, 0.0]
-    assert np.isnan(request_features(UserView("u"), ["shoes"], ["popular"])[ITEM_IN_LAST_CATEGORY]).all()
-
-
-def test_feature_names_resolve_full_then_unambiguous_bare_names():
-    available = ["user_features_v1__clicks_30d", "user_session_v1__events_1h", "item_trending_v1__events_1h",
-                 "item_features_v1__price"]
-    got = resolve_feature_names(["item_features_v1__price", "clicks_30d", "events_1h", "unknown"], available)
-    assert got == ["item_features_v1__price", "user_features_v1__clicks_30d", None, None]
-
-
-def test_feature_matrix_gathers_items_broadcasts_user_values_and_leaves_missing_nan():
-    columns = ["item__price", "user__age", "req__f", None]
-    x = feature_matrix(columns, {"user__age": 30.0}, {"item__price": np.array([1.0, 2.0, 3.0])},
-                       np.array([2, 0]), {"req__f": np.array([1.0, 0.0])})
-    assert x.shape == (2, 4)
-    assert x[:, 0].tolist() == [3.0, 1.0] and x[:, 1].tolist() == [30.0, 30.0] and x[:, 2].tolist() == [1.0, 0.0]
-    assert np.isnan(x[:, 3]).all()
-
-
 def test_blend_weights_and_batch_only():
     batch, online = np.array([1.0, 0.0]), np.array([0.0, 1.0])
     assert blend_scores(batch, online, 0.25).tolist() == [0.75, 0.25]
     assert blend_scores(batch, None, 0.5).tolist() == batch.tolist()
     assert blend_scores(batch, online, 0.0).tolist() == batch.tolist()
     assert blend_scores(batch, np.array([np.nan, 1.0]), 0.5).tolist() == [1.0, 0.5]
+    with pytest.raises(ValueError, match="online_weight"):
+        blend_scores(batch, online, 1.5)
 
 
 def test_top_k_orders_by_blended_score_and_keeps_both_scores():
