@@ -298,7 +298,8 @@ def evaluate(
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON here.")] = None,
     k: Annotated[int, typer.Option(min=1, help="List length (the protocol's default is 10).")] = 10,
 ) -> None:
-    """DESIGN.md §5: split by time at the 80th percentile, replay after T, report popularity/batch/stream/hybrid."""
+    """Train on history before T (80th percentile of time), replay after T; HitRate/NDCG/Recall@k for
+    popularity, batch-only, stream-only and hybrid in one table."""
     from models.evaluate import EvaluationConfig, EvaluationError, evaluate_dataset, write_report
     from models.train import TrainingError
     from pipelines.dataset import DatasetError
@@ -464,7 +465,7 @@ def batch_run(
     models: Annotated[bool, typer.Option(help="Run the model steps (train + register the batch ranker, candidate "
                                               "lists) between the training set and materialize.")] = True,
 ) -> None:
-    """Validate raw events, compute features, feast apply, build the training set, train, materialize (DESIGN.md §1)."""
+    """Validate raw events, compute features, feast apply, build the training set, train, materialize."""
     from datetime import date
 
     from models.registry import RegistryError
