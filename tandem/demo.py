@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -136,8 +137,11 @@ def pick_demo_users(data_dir: Path, n: int) -> list[tuple[str, str, list[str]]]:
     events = events.merge(items, on="item_id", how="left")
     popularity = events.groupby(["category", "item_id"]).size().rename("n").reset_index()
     active = events.groupby("user_id").size().sort_values(ascending=False)
+    # a fresh draw among the active users each run: users clicked in an earlier run carry that session
+    pool = list(active.index[: max(n * 40, 100)])
+    random.shuffle(pool)
     picked = []
-    for user_id in active.index[: n * 10]:
+    for user_id in pool:
         touched = set(events.loc[events.user_id == user_id, "category"])
         untouched = sorted(set(items.category) - touched)
         if not untouched:
