@@ -94,6 +94,7 @@ class Api:
     """A small client for the running server."""
 
     def __init__(self, settings: Settings):
+        self.settings = settings
         self.base = f"http://{settings.serve_host}:{settings.serve_port}"
         self.headers = {"Content-Type": "application/json"}
         if settings.api_key:
@@ -128,9 +129,11 @@ class Api:
         return body
 
 
-def pick_demo_users(data_dir: Path, n: int) -> list[tuple[str, str, list[str]]]:
-    """Active users, each with a category they never touched and that category's most popular items."""
+def pick_demo_users(data_dir: Path, n: int, settings: Settings) -> list[tuple[str, str, list[str]]]:
+    """Active users in a variant that uses the online model, each with a category they never touched and
+    that category's most popular items."""
     from pipelines.dataset import read_events, read_items
+    from serving.recommend import assign_variant
 
     events = read_events(data_dir).select(["user_id", "item_id"]).to_pandas()
     items = read_items(data_dir).select(["item_id", "category"]).to_pandas()
@@ -140,6 +143,10 @@ def pick_demo_users(data_dir: Path, n: int) -> list[tuple[str, str, list[str]]]:
     # a fresh draw among the active users each run: users clicked in an earlier run carry that session
     pool = list(active.index[: max(n * 40, 100)])
     random.shuffle(pool)
+    variants = settings.ab_variants
+    if any(v.online_weight > 0 for v in variants):
+        # a batch-only user would not show the stream's effect; the demo shows the blended variant
+        pool = [u for u in pool if assign_variant(str(u), variants).online_weight > 0]
     picked = []
     for user_id in pool:
         touched = set(events.loc[events.user_id == user_id, "category"])
@@ -190,7 +197,7 @@ def show_before_and_after(api: Api, data_dir: Path, options: DemoOptions) -> int
 
     categories = dict(zip(*read_items(data_dir).select(["item_id", "category"]).to_pydict().values(), strict=True))
     changed = 0
-    for user_id, category, items in pick_demo_users(data_dir, options.users):
+    for user_id, category, items in pick_demo_users(data_dir, options.users, api.settings):
         console.rule(f"[bold]{user_id}: {options.clicks} streamed clicks in '{category}', a category they never "
                      "touched")
         before = api.recommend(user_id)
