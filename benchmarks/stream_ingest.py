@@ -23,9 +23,11 @@ from pathlib import Path
 
 from pipelines.stream.metrics import FRESHNESS_BUCKETS
 from pipelines.stream.producer import EventProducer, replay
+from pipelines.stream.synthetic import make_catalog, make_events
+from pipelines.stream.synthetic import write_catalog as write_dataset
 from tandem.settings import get_settings
 from tandem.topics import ensure_topics
-from tests.integration.stream.conftest import applied_total, make_catalog, make_events, write_dataset
+from tests.integration.stream.conftest import applied_total
 
 
 def _quantile(buckets: dict[str, float], q: float) -> float:

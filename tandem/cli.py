@@ -609,6 +609,32 @@ def demo(
         fail("no user's recommendations changed after the streamed clicks")
 
 
+@app.command("bench")
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Skip the 10M-event batch run and shorten the rest "
+                                        "(under 5 minutes).")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run just this benchmark (repeatable): serving, "
+                                                   "online_features, stream_ingest, materialize, batch_path, "
+                                                   "quality.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where the JSON and markdown go (default benchmarks/results/).")]
+    = None,
+) -> None:
+    """Measure DESIGN.md §6: tandem's path vs the stock one, same run, same data; needs `make demo` first."""
+    from benchmarks.run import RESULTS_DIR, BenchSetupError, run_benchmarks
+
+    settings = _settings()
+    try:
+        report, md = run_benchmarks(settings, quick=quick, names=only, out_dir=out or RESULTS_DIR,
+                                    progress=console.print)
+    except BenchSetupError as exc:
+        fail(str(exc))
+    console.print(md.read_text())
+    console.print(f"[green]wrote[/] {md} and {md.with_suffix('.json')}")
+    failed = [r.title for r in report.results if r.error]
+    if failed:
+        fail(f"{len(failed)} benchmark(s) failed: {', '.join(failed)} (their errors are in the report)")
+
+
 @app.command("env")
 def env() -> None:
     """Print shell exports for the settings feature_repo/feature_store.yaml reads: eval "$(tandem env)"."""
