@@ -37,18 +37,18 @@ class BenchSetupError(RuntimeError):
     """The run cannot start (no demo dataset, services down, unknown benchmark name)."""
 
 
-def available() -> dict[str, Benchmark]:
-    return {m: importlib.import_module(f"benchmarks.{m}").BENCHMARK for m in MODULES}
+def load(name: str) -> Benchmark:
+    return importlib.import_module(f"benchmarks.{name}").BENCHMARK
 
 
 def select(names: list[str] | None, quick: bool) -> list[Benchmark]:
-    every = available()
+    """The benchmarks to run, in MODULES order: the named ones, or all (--quick: those marked in_quick)."""
     if names:
-        unknown = [n for n in names if n not in every]
+        unknown = [n for n in names if n not in MODULES]
         if unknown:
-            raise BenchSetupError(f"unknown benchmark(s) {', '.join(unknown)}; expected any of {', '.join(every)}")
-        return [every[n] for n in names]
-    return [b for b in every.values() if b.in_quick or not quick]
+            raise BenchSetupError(f"unknown benchmark(s) {', '.join(unknown)}; expected any of {', '.join(MODULES)}")
+        return [load(m) for m in MODULES if m in names]
+    return [b for b in map(load, MODULES) if b.in_quick or not quick]
 
 
 def machine() -> dict[str, Any]:

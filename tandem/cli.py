@@ -569,7 +569,7 @@ def stream_replay(
 ) -> None:
     """Replay a dataset's events into the interactions topic in event-time order, keyed by user."""
     from pipelines.dataset import DatasetError
-    from pipelines.stream.producer import EventProducer, load_dataset_events, replay
+    from pipelines.stream.producer import DeliveryError, EventProducer, load_dataset_events, replay
     from tandem.topics import ensure_topics
 
     settings = _settings()
@@ -581,9 +581,12 @@ def stream_replay(
     if limit:
         events = events[:limit]
     ensure_topics(settings)
-    with EventProducer(settings) as producer, \
-            progress_bar(f"replaying {len(events):,} events into {settings.topic}", total=len(events)) as update:
-        seconds = replay(producer, events, rate=rate or None, progress=update)
+    try:
+        with EventProducer(settings) as producer, \
+                progress_bar(f"replaying {len(events):,} events into {settings.topic}", total=len(events)) as update:
+            seconds = replay(producer, events, rate=rate or None, progress=update)
+    except DeliveryError as exc:
+        fail(f"replay incomplete: {exc}")
     console.print(f"[green]replayed[/] {len(events):,} events in {seconds:.1f}s "
                   f"({len(events) / max(seconds, 1e-9):,.0f} events/s) into {settings.topic}")
 
@@ -620,8 +623,11 @@ def bench(
     = None,
 ) -> None:
     """Measure DESIGN.md §6: tandem's path vs the stock one, same run, same data; needs `make demo` first."""
+    import warnings
+
     from benchmarks.run import RESULTS_DIR, BenchSetupError, run_benchmarks
 
+    warnings.filterwarnings("ignore", message="The spark data source API is an experimental feature")
     settings = _settings()
     try:
         report, md = run_benchmarks(settings, quick=quick, names=only, out_dir=out or RESULTS_DIR,

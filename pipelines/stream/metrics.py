@@ -11,6 +11,7 @@
 | tandem_stream_redis_up | gauge | 1 while Redis writes succeed, 0 while the processor waits for Redis |
 | tandem_stream_redis_retries_total | counter | failed Redis attempts that were retried |
 | tandem_stream_fence_conflicts_total | counter | batches refused: another instance applied the partition further |
+| tandem_stream_rebalance_stalls_total | counter | rebalances that never completed (the consumer was replaced) |
 | tandem_stream_offline_rows_total | counter | feature rows moved from the outbox into the offline parquet tables |
 """
 
@@ -21,7 +22,8 @@ from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-FRESHNESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+FRESHNESS_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.35,
+                     0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class StreamMetrics:
@@ -47,6 +49,8 @@ class StreamMetrics:
                                      registry=r)
         self.fence_conflicts = Counter("tandem_stream_fence_conflicts",
                                        "Batches refused: another instance applied the partition further.", registry=r)
+        self.rebalance_stalls = Counter("tandem_stream_rebalance_stalls",
+                                        "Rebalances that never completed; the consumer was replaced.", registry=r)
         self.offline_rows = Counter("tandem_stream_offline_rows", "Rows moved into the offline tables.", registry=r)
         self.redis_up.set(1)
         self._window: deque[tuple[float, int]] = deque()

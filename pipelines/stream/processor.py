@@ -116,6 +116,9 @@ class ProcessorConfig:
     # the broker answers a fetch as soon as any record is there; this bounds the wait when there is none (idle cost)
     max_wait_ms: int = 100
     session_timeout_ms: int = 10_000  # how soon the group notices a dead instance
+    # a rebalance that revoked our partitions and assigned nothing (not even an empty set) for this long is stuck:
+    # the consumer is replaced and joins again (seen with kafka-python 3.0 when a join outlives a short poll)
+    rebalance_stall_s: float = 30.0
     metrics_port: int | None = None
     commit_interval_s: float = 1.0  # Kafka commits are a convenience (Redis holds the applied offsets): batch them
     offline_flush_s: float = 10.0
@@ -185,6 +188,7 @@ class StreamProcessor:
         self._to_commit: dict[Any, int] = {}
         self._rebalances: queue.SimpleQueue[tuple[str, list[Any]]] = queue.SimpleQueue()
         self._last_commit = time.monotonic()
+        self._revoked_at: float | None = None  # when partitions were revoked with no assignment since
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -192,9 +196,16 @@ class StreamProcessor:
         self._stop.set()
 
     def _connect(self) -> None:
-        from kafka import KafkaConsumer, KafkaProducer
+        from kafka import KafkaProducer
 
-        self._consumer = KafkaConsumer(
+        self._consumer = self._new_consumer()
+        self._dlq = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5)
+
+    def _new_consumer(self) -> Any:
+        """A consumer subscribed to the topic with our rebalance listener (the topic's partitions known first)."""
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.config.group_id,
             client_id=self.config.instance, enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=self.config.max_batch, fetch_max_wait_ms=self.config.max_wait_ms,
@@ -205,14 +216,37 @@ class StreamProcessor:
         )
         # know the topic's partitions before joining, so the first assignment is not an empty one
         deadline = time.monotonic() + 60
-        while not self._consumer.partitions_for_topic(self.settings.topic):
+        while not consumer.partitions_for_topic(self.settings.topic):
             if time.monotonic() > deadline:
+                consumer.close(autocommit=False)
                 raise RuntimeError(f"topic {self.settings.topic!r} has no partitions on "
                                    f"{self.settings.kafka_bootstrap} "
                                    "(create it with `tandem services up` or tandem.topics.ensure_topics)")
             time.sleep(0.2)
-        self._dlq = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5)
-        self._consumer.subscribe([self.settings.topic], listener=_rebalance_listener(self))
+        consumer.subscribe([self.settings.topic], listener=_rebalance_listener(self))
+        return consumer
+
+    def _check_rebalance_stall(self) -> None:
+        """Replace the consumer if a rebalance revoked our partitions and never completed (see rebalance_stall_s).
+
+        Safe at any point: the applied offsets in Redis say where each partition resumes, whoever gets it.
+        """
+        if self._revoked_at is None or time.monotonic() - self._revoked_at < self.config.rebalance_stall_s:
+            return
+        log.warning("rebalance did not complete; joining the group again with a new consumer",
+                    extra={"fields": {"waited_s": round(time.monotonic() - self._revoked_at, 1)}})
+        self.metrics.rebalance_stalls.inc()
+        old, self._consumer = self._consumer, None
+        try:
+            old.close(autocommit=False, timeout_ms=5000)
+        except Exception as exc:  # noqa: BLE001 - the old consumer is abandoned either way
+            log.warning("closing the stalled consumer failed", extra={"fields": {"error": str(exc)}})
+        self.partitions.clear()
+        self._to_commit.clear()
+        while not self._rebalances.empty():  # callbacks of the abandoned consumer
+            self._rebalances.get()
+        self._revoked_at = time.monotonic()  # counts again until the new consumer's first assignment
+        self._consumer = self._new_consumer()
 
     def run(self) -> None:
         """Consume until stop(); SIGTERM/SIGINT stop cleanly after the current micro-batch."""
@@ -229,6 +263,7 @@ class StreamProcessor:
         try:
             while not self._stop.is_set():
                 self._apply_rebalance()
+                self._check_rebalance_stall()
                 records = self._poll_batch()
                 self._apply_rebalance()
                 if records:
@@ -254,7 +289,9 @@ class StreamProcessor:
                 batch.setdefault(tp, []).extend(recs)
                 count += len(recs)
             left = deadline - time.monotonic()
-            if count >= self.config.max_batch or left <= 0:
+            # a rebalance during the poll resets positions to the committed offsets: records fetched after it
+            # may repeat ones already in the batch, so the batch ends at the rebalance
+            if count >= self.config.max_batch or left <= 0 or not self._rebalances.empty():
                 break
             first = self._consumer.poll(timeout_ms=max(1, int(left * 1000)), max_records=self.config.max_batch - count)
         return batch
@@ -285,9 +322,11 @@ class StreamProcessor:
         while not self._rebalances.empty():
             kind, tps = self._rebalances.get()
             if kind == "assigned":
+                self._revoked_at = None
                 for tp in tps:
                     self.partitions[tp.partition] = _Partition()  # applied offset and state are read afresh
             else:
+                self._revoked_at = self._revoked_at or time.monotonic()
                 for tp in tps:
                     self.partitions.pop(tp.partition, None)  # drop cached state: another instance may write it next
                     self._to_commit.pop(tp, None)
@@ -306,7 +345,7 @@ class StreamProcessor:
                 continue  # revoked since the fetch
             if part.applied is None:
                 part.applied = self._with_redis(lambda p=tp.partition: self._load_applied(p))
-            fresh = [r for r in recs if r.offset > part.applied]
+            fresh = in_offset_order([r for r in recs if r.offset > part.applied])
             replayed += len(recs) - len(fresh)
             if fresh:
                 batch[tp] = fresh
@@ -567,6 +606,13 @@ class StreamProcessor:
         log.info("progress", extra={"fields": {
             "handled": self._handled, "events_per_s": round(self.metrics.events_per_second._value.get(), 1),
             "lag": lag, "partitions": sorted(self.partitions)}})
+
+
+def in_offset_order(records: Sequence[Any]) -> list[Any]:
+    """One partition's records ascending by offset, each offset once (the batch's last offset is then its max)."""
+    if all(a.offset < b.offset for a, b in itertools.pairwise(records)):
+        return list(records)
+    return list({r.offset: r for r in sorted(records, key=lambda r: r.offset)}.values())
 
 
 def _rebalance_listener(processor: StreamProcessor) -> Any:

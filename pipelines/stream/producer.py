@@ -2,11 +2,14 @@
 
 Every event goes to the interactions topic as the schema's JSON (tandem.schema.Event.to_json),
 keyed by user_id so one user's events stay in one partition, in order. The producer is
-idempotent (no duplicates on retry) and waits for all in-sync replicas.
+idempotent (no duplicates on retry) and waits for all in-sync replicas. A send that still fails
+after the client's retries is never silent: `flush()` raises DeliveryError naming how many events
+were not delivered and why.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -16,6 +19,10 @@ import pyarrow as pa
 
 from tandem.schema import Event, conform_events
 from tandem.settings import Settings
+
+
+class DeliveryError(RuntimeError):
+    """Some events were not written to Kafka (the broker refused them or the delivery timed out)."""
 
 
 class EventProducer:
@@ -30,17 +37,32 @@ class EventProducer:
         config.update(overrides)
         self.topic = settings.topic
         self._producer = KafkaProducer(**config)
+        self._lock = threading.Lock()
+        self._failed = 0
+        self._first_error: BaseException | None = None
+
+    def _on_error(self, exc: BaseException) -> None:  # kafka-python calls this on its IO thread
+        with self._lock:
+            self._failed += 1
+            self._first_error = self._first_error or exc
 
     def send(self, event: Event) -> Any:
         """Queue one event (returns kafka-python's future); call flush() to wait for delivery."""
-        return self._producer.send(self.topic, key=event.user_id.encode(), value=event.to_json())
+        return self.send_raw(event.to_json(), key=event.user_id.encode())
 
     def send_raw(self, payload: bytes, key: bytes | None = None) -> Any:
-        """Queue bytes as they are (used to test how the processor handles malformed input)."""
-        return self._producer.send(self.topic, key=key, value=payload)
+        """Queue bytes as they are (also used to test how the processor handles malformed input)."""
+        future = self._producer.send(self.topic, key=key, value=payload)
+        future.add_errback(self._on_error)
+        return future
 
     def flush(self, timeout: float | None = 30.0) -> None:
+        """Wait until every queued event is delivered; DeliveryError if any was not (since the last flush)."""
         self._producer.flush(timeout=timeout)
+        with self._lock:
+            failed, error, self._failed, self._first_error = self._failed, self._first_error, 0, None
+        if failed:
+            raise DeliveryError(f"{failed} event(s) were not delivered to topic {self.topic!r}: {error}")
 
     def close(self) -> None:
         self._producer.close(timeout=30)
