@@ -39,17 +39,19 @@ def test_kill9_at_random_points_then_restart(stream_settings, feature_store, tmp
     group = f"g-{prefix}"
     rng = random.Random(prefix)
     thresholds = sorted(rng.sample(range(N_EVENTS // 10, N_EVENTS * 8 // 10), 3))
-    for i, threshold in enumerate(thresholds):
-        proc = start_processor(stream_settings, data, tmp_path / f"run{i}.log", group, "--max-batch", "100")
-        wait_applied(stream_settings, threshold, timeout=120, procs=[proc])
-        kill9(proc)
-        assert applied_total(stream_settings) < N_EVENTS, "killed too late to test anything"
-    proc = start_processor(stream_settings, data, tmp_path / "final.log", group, "--max-batch", "100")
+    proc = None
     try:
+        for i, threshold in enumerate(thresholds):
+            proc = start_processor(stream_settings, data, tmp_path / f"run{i}.log", group, "--max-batch", "100")
+            wait_applied(stream_settings, threshold, timeout=120, procs=[proc])
+            kill9(proc)
+            assert applied_total(stream_settings) < N_EVENTS, "killed too late to test anything"
+        proc = start_processor(stream_settings, data, tmp_path / "final.log", group, "--max-batch", "100")
         wait_applied(stream_settings, N_EVENTS, timeout=120, procs=[proc])
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
     assert_matches_log(feature_store, events, catalog)
 
 
