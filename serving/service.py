@@ -263,7 +263,7 @@ class Recommender:
                     if item in snapshot.index]
         item_ids = [item for item, _ in gathered]
         rows = np.fromiter((snapshot.index[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
-        categories = [snapshot.categories[r] for r in rows]
+        categories = [snapshot.categories[r] for r in rows.tolist()]
         batch = online = None
         if champions.batch is not None and len(rows):
             self._check(champions.batch)
