@@ -46,6 +46,7 @@ K = 100  # items asked for: the whole candidate budget
 CONCURRENCY = 16  # closed-loop connections (the server has THREADS × workers request threads)
 MAX_CONNECTIONS = 64  # the open-loop connection pool's bound
 READY_TIMEOUT_S = 120.0
+TIMEOUT_S = 10.0  # per request: an answer later than this counts as an error
 TANDEM_APP = "serving.service:Recommender"
 NOOP_APP = "benchmarks.noop_service:NoopRecommender"
 
@@ -166,15 +167,15 @@ def measure(ctx: BenchContext, app: str, name: str, bodies: list[bytes], headers
         ctx.say(f"{name}: ready in {ready_s:.0f} s on port {server.port}")
         answer = _check_answer(server.url, bodies[0], headers)
         url = server.url + "/recommend"
-        warm = open_loop(url, bodies, RATE, warm_s, MAX_CONNECTIONS)
+        warm = open_loop(url, bodies, RATE, warm_s, MAX_CONNECTIONS, TIMEOUT_S)
         cpu0, logged, load = server.cpu_seconds(), _decisions(decision_log), os.getloadavg()[0]
-        fixed = open_loop(url, bodies, RATE, fixed_s, MAX_CONNECTIONS)
+        fixed = open_loop(url, bodies, RATE, fixed_s, MAX_CONNECTIONS, TIMEOUT_S)
         server_cpu = server.cpu_seconds() - cpu0
         degraded = _degraded(_decisions(decision_log)[len(logged):])
         ctx.say(f"{name}: {RATE:.0f} req/s → p50 {fixed.latency_ms.get('p50', 0):.1f} ms, "
                 f"p99 {fixed.latency_ms.get('p99', 0):.1f} ms, {fixed.errors} errors")
         cpu0 = server.cpu_seconds()
-        most = closed_loop(url, bodies, CONCURRENCY, closed_s)
+        most = closed_loop(url, bodies, CONCURRENCY, closed_s, TIMEOUT_S)
         closed_cpu = server.cpu_seconds() - cpu0
         ctx.say(f"{name}: max throughput {most.achieved_rate:.0f} req/s at {CONCURRENCY} connections")
         rss = server.peak_rss_mb()
@@ -266,8 +267,14 @@ def notes(tandem: dict[str, Any], stock: dict[str, Any], quick: bool) -> list[st
         f"Max throughput: closed loop, {CONCURRENCY} connections; with {cores} cores the client takes a share of "
         "the CPU the server could use, so it understates both servers (the ratio is the figure to read). "
         f"Server CPU per request ({tandem['server_cpu_ms_per_request']:.2f} vs "
-        f"{stock['server_cpu_ms_per_request']:.2f} ms) does not depend on the machine's other load.",
+        f"{stock['server_cpu_ms_per_request']:.2f} ms) depends much less on the machine's other load than the "
+        "latencies do.",
     ]
+    for label, phase in (("tandem", tf), ("no-op", sf)):
+        if phase.errors:
+            out.append(f"{label}: {phase.errors} of {phase.requests} requests at {RATE:.0f} req/s failed, by status "
+                       f"{phase.statuses} (0 = no answer within the client's {TIMEOUT_S:g} s timeout, or a refused "
+                       "connection).")
     cpu_ms = tandem["server_cpu_ms_per_request"]
     if tf.achieved_rate < 0.95 * RATE or tf.seconds > 1.2 * tf.requests / RATE:
         out.append(f"tandem did not keep up with {RATE:.0f} req/s (answered {tf.achieved_rate:.0f} req/s, the phase "

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.loadgen import Sample, closed_loop, open_loop, schedule, summarize
-from benchmarks.serving import _degraded, breakdown, request_bodies, rows
+from benchmarks.serving import _degraded, breakdown, notes, request_bodies, rows
 
 
 def test_schedule_is_evenly_spaced_at_the_rate_from_the_start():
@@ -198,3 +198,15 @@ def test_closed_loop_reports_the_completion_rate():
         stats = closed_loop(url, [b"{}"], concurrency=4, seconds=0.5)
     assert stats.mode == "closed" and stats.errors == 0 and stats.ok > 10
     assert stats.achieved_rate == pytest.approx(stats.ok / stats.seconds)
+
+
+def test_notes_say_when_tandem_falls_behind_the_rate_and_why_requests_failed():
+    tandem = _figures(900, 2000, 150, errors=40) | {"load_average_before_fixed_phase": 3.0, "workers": 1}
+    tandem["fixed"] |= {"seconds": 20.0, "achieved_rate": 148.0, "statuses": {"200": 2960, "0": 40},
+                        "client_cpu_s": 1.0, "send_lag_ms": {"p99": 2.0, "max": 5.0}}
+    stock = _figures(2, 9, 600) | {"load_average_before_fixed_phase": 3.0, "workers": 1}
+    stock["fixed"] |= {"client_cpu_s": 1.0, "send_lag_ms": {"p99": 1.0, "max": 2.0}}
+    text = "\n".join(notes(tandem, stock, quick=True))
+    assert "did not keep up with 300 req/s" in text and "0.60 cores" in text
+    assert "40 of 3000 requests" in text and "'0': 40" in text
+    assert "no-op:" not in text  # the no-op had no errors
