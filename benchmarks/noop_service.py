@@ -10,6 +10,8 @@ request (online features, candidates, two models, ranking, decision log) and tan
 
 from __future__ import annotations
 
+import random
+
 import bentoml
 
 from serving.http_models import (
@@ -23,9 +25,11 @@ from serving.http_models import (
 from serving.server import server_options
 from tandem.settings import get_settings
 
-# a fixed answer with realistic values (scores with full float precision, like tandem's)
-ITEMS = [RecommendedItem(item_id=f"i{i:04d}", score=0.9 - i * 0.001234567891, batch_score=0.8 - i * 0.001234567891,
-                         online_score=0.4 - i * 0.001234567891) for i in range(MAX_K)]
+# a fixed answer shaped like tandem's: ids like the demo's, probabilities with full float precision
+_rng = random.Random(7)
+_SCORES = sorted((_rng.random() for _ in range(MAX_K)), reverse=True)
+ITEMS = [RecommendedItem(item_id=f"i{i:04d}", score=s, batch_score=s, online_score=_rng.random())
+         for i, s in enumerate(_SCORES)]
 VERSIONS = ModelVersions(batch="1", online="1")
 
 
