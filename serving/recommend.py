@@ -8,7 +8,6 @@ models/blend.py, then calls these functions. Everything here is unit-tested with
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -118,24 +117,25 @@ def top_k(
     online: np.ndarray | None,
     k: int,
 ) -> list[Ranked]:
-    """The k best items by blended score (ties keep candidate order, so results are stable)."""
+    """The k best items by blended score (ties keep candidate order, so results are stable).
+
+    Scores are picked and cleaned (non-finite → 0.0) as arrays, then turned into Python floats in one
+    `tolist()`: per item only the Ranked is built, which keeps this off the top of the /recommend profile.
+    """
     if len(item_ids) == 0:
         return []
     order = np.argsort(-blended, kind="stable")[:k]
-    return [
-        Ranked(
-            item_id=item_ids[i],
-            score=_finite(blended[i]),
-            batch_score=None if batch is None else _finite(batch[i]),
-            online_score=None if online is None else _finite(online[i]),
-        )
-        for i in order
-    ]
+    scores = _finite(blended[order])
+    batch_scores = [None] * len(scores) if batch is None else _finite(batch[order])
+    online_scores = [None] * len(scores) if online is None else _finite(online[order])
+    return [Ranked(item_ids[i], s, b, o)
+            for i, s, b, o in zip(order.tolist(), scores, batch_scores, online_scores, strict=True)]
 
 
-def _finite(x: float) -> float:
-    x = float(x)
-    return x if math.isfinite(x) else 0.0
+def _finite(x: np.ndarray) -> list[float]:
+    """The values as Python floats, NaN and ±inf as 0.0 (JSON has no such numbers)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(np.isfinite(x), x, 0.0).tolist()
 
 
 def feature_age_s(now_epoch: float, *updated_epochs: float | None) -> float:

@@ -35,6 +35,7 @@ from serving.http_models import (
 from serving.models import ChampionHolder, Ranker
 from serving.recommend import UserView, assign_variant, feature_age_s, gather_candidates, top_k
 from serving.rows import TREND_SCORE, check_columns, model_rows, online_inputs
+from serving.server import server_options
 from tandem.schema import MAX_EVENT_BYTES, EventError, validate_event
 from tandem.settings import get_settings
 
@@ -187,14 +188,7 @@ def _user_view(user_id: str, record: UserRecord, features: OnlineFeatures) -> Us
                     last_category=str(category) if category else None, updated_epoch=record.updated_epoch)
 
 
-@bentoml.service(
-    name="tandem",
-    workers=SETTINGS.serve_workers,
-    threads=4,
-    http={"host": SETTINGS.serve_host, "port": SETTINGS.serve_port},
-    traffic={"timeout": 30},
-    logging={"access": {"enabled": SETTINGS.serve_access_log}},
-)
+@bentoml.service(name="tandem", **server_options(SETTINGS))
 class Recommender:
     """Hybrid batch + online recommendations over Feast's online store."""
 
@@ -269,7 +263,7 @@ class Recommender:
                     if item in snapshot.index]
         item_ids = [item for item, _ in gathered]
         rows = np.fromiter((snapshot.index[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
-        categories = [snapshot.categories[r] for r in rows]
+        categories = [snapshot.categories[r] for r in rows.tolist()]
         batch = online = None
         if champions.batch is not None and len(rows):
             self._check(champions.batch)
