@@ -75,16 +75,27 @@ def test_descendants_walks_the_whole_tree():
     assert descendants(12, parent_of) == []
 
 
-def test_frame_totals_sums_outermost_named_calls():
+def test_frame_totals_sums_named_calls_counting_recursion_once():
     def frame(cls, fn, t, *children):
         return SimpleNamespace(class_name=cls, function=fn, time=t, children=list(children))
 
-    inner = frame("SparkReadNode", "execute", 0.5)
-    root = frame(None, "worker", 5.0, frame("SparkWriteNode", "execute", 3.0, inner), frame("SparkReadNode", "execute",
-                                                                                            1.0))
-    assert frame_totals(root) == {"SparkWriteNode.execute": 3.0, "SparkReadNode.execute": 1.0}
+    write = frame("SparkWriteNode", "execute", 3.0,
+                  frame(None, "_convert_arrow_to_proto", 2.0, frame(None, "_convert_arrow_to_proto", 1.5)))
+    root = frame(None, "worker", 5.0, write, frame("SparkReadNode", "execute", 1.0), frame(None, "other", 0.5))
+    assert frame_totals(root) == {"SparkWriteNode.execute": 3.0, "_convert_arrow_to_proto": 2.0,
+                                  "SparkReadNode.execute": 1.0}
 
 
 def test_rate_guards_zero_time():
     assert rate(100, 2.0) == 50.0
     assert rate(100, 0.0) is None
+
+
+def test_hash_digest_ignores_field_order_and_sees_values():
+    from benchmarks.materialize import hash_digest
+
+    assert hash_digest({b"a": b"1", b"b": b"2"}) == hash_digest({b"b": b"2", b"a": b"1"})
+    assert hash_digest({b"a": b"1"}) != hash_digest({b"a": b"2"})
+    assert hash_digest({b"ab": b""}) != hash_digest({b"a": b"b"})
+    differ, examples = compare_hashes({b"u1": hash_digest({b"a": b"1"})}, {b"u1": hash_digest({b"a": b"2"})})
+    assert differ == 1 and "differ" in examples[0]
