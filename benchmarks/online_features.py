@@ -168,6 +168,7 @@ def run(ctx: BenchContext) -> BenchResult:
 
     result = BenchResult(key=KEY, title=TITLE)
     features = OnlineFeatures(ctx.settings)
+    features.cache_file = ctx.workdir / "items.pickle"  # serving's own outage cache is left alone
     features.start()  # schema + item snapshot, and the refresher serving runs (it shares the GIL, as in serving)
     try:
         users, items = _demo_ids(ctx, features)
