@@ -8,6 +8,7 @@ target is met is recorded next to the figures (`met`), never turned into a failu
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import time
@@ -76,7 +77,7 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> 
     ordered = sorted(values)
     out = {}
     for q in qs:
-        rank = max(1, min(len(ordered), int(round(q / 100 * len(ordered) + 0.5))))
+        rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
         out[f"p{q:g}"] = ordered[rank - 1]
     return out
 
