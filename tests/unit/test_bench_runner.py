@@ -1,6 +1,7 @@
 """`tandem bench`'s runner and report (no services: the benchmarks themselves need `make demo`)."""
 
 from dataclasses import replace
+
 import pytest
 
 from benchmarks.core import BenchResult, Row, percentiles
