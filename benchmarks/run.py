@@ -161,6 +161,10 @@ def run_benchmarks(settings: Settings, quick: bool, names: list[str] | None = No
     started = datetime.now(UTC)
     report = Report(started=started.isoformat(timespec="seconds"), quick=quick, machine=machine(),
                     versions=versions(), commit=commit(), results=[])
+    load, cores = report.machine["load_average_at_start"][0], report.machine["cores"] or 1
+    if load > 0.5 * cores:
+        progress(f"warning: load average {load} on {cores} cores before the run: other work will show up in the "
+                 "figures (the ratios hold up better than the absolute numbers)")
     workdir = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
     try:
         for bench in chosen:
