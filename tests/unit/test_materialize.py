@@ -207,3 +207,25 @@ def test_an_older_row_never_overwrites_a_newer_one():
     assert {h[n_field] for h in client.data.values()} == {column_encoder(Int64)(pa.array([9]))[0]}
     assert np.all([h[codec.ts_field] == timestamp_column(pa.array([T0 + timedelta(days=1)], TS))[1][0]
                    for h in client.data.values()])
+
+
+def test_raw_protocol_frames_carry_the_same_commands_as_the_pipeline_path():
+    import hiredis
+
+    from pipelines.batch.materialize import resp_commands
+
+    view, _ = _view()
+    codec = view_codec(view, ["user_id"], "proj")
+    rows = encode_view(codec, _rows(), "event_timestamp")
+    gets, sets = resp_commands(codec, rows, 1, 4)
+    reader = hiredis.Reader()
+    reader.feed(b"".join(gets + sets))
+    commands = []
+    while (cmd := reader.gets()) is not False:
+        commands.append(cmd)
+    assert commands[:3] == [[b"HGET", k, codec.ts_field] for k in rows.keys[1:4]]
+    for i, cmd in enumerate(commands[3:], start=1):
+        fields = [codec.ts_field, rows.ts_bytes[i]]
+        for fk, col in zip(codec.field_keys, rows.columns, strict=True):
+            fields += [fk, col[i]]
+        assert cmd == [b"HSET", rows.keys[i], *fields]
