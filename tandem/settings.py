@@ -50,6 +50,9 @@ DEFAULT_AB_VARIANTS = ('{"hybrid": {"share": 0.5, "online_weight": 0.5}, '
                        '"batch_only": {"share": 0.5, "online_weight": 0.0}}')
 
 
+MATERIALIZERS = ("tandem", "feast")
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
@@ -104,6 +107,8 @@ class Settings:
     serve_access_log: bool = field(default_factory=lambda: _env("TANDEM_SERVE_ACCESS_LOG", "0") in ("1", "true"))
     feature_repo: Path = field(default_factory=lambda: Path(_env("TANDEM_FEATURE_REPO",
                                                                  str(PROJECT_ROOT / "feature_repo"))))
+    # who writes the batch views online: tandem's column-wise writer, or Feast's FeatureStore.materialize
+    materializer_name: str = field(default_factory=lambda: _env("TANDEM_MATERIALIZER", "tandem"))
 
     @property
     def dlq_topic(self) -> str:
@@ -117,6 +122,15 @@ class Settings:
     @property
     def ab_variants(self) -> tuple[Variant, ...]:
         return parse_ab_variants(self.ab_variants_json)
+
+    @property
+    def materializer(self) -> str:
+        """TANDEM_MATERIALIZER: `tandem` (default, pipelines/batch/materialize.py) or `feast` (its batch engine)."""
+        name = self.materializer_name.strip().lower()
+        if name not in MATERIALIZERS:
+            raise SettingsError(f"TANDEM_MATERIALIZER={self.materializer_name!r}: expected one of "
+                                f"{', '.join(MATERIALIZERS)}")
+        return name
 
     @property
     def serving_cache_dir(self) -> Path:

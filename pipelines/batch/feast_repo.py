@@ -125,8 +125,20 @@ def apply_repo(settings: Settings) -> str:
 
 
 def materialize(settings: Settings, start: datetime, end: datetime, views: list[str] | None = None) -> str:
-    """`feast materialize start end [views]` through the Spark engine; return what it printed."""
+    """`feast materialize start end [views]`; return a summary of what was written.
+
+    With TANDEM_MATERIALIZER=tandem (the default) tandem's column-wise writer
+    (pipelines/batch/materialize.py) writes the same Redis bytes and registry record as Feast;
+    with `feast` it is Feast's own FeatureStore.materialize through feature_store.yaml's batch engine.
+    """
     store = feature_store(settings)
+    if settings.materializer == "tandem":
+        from pipelines.batch.materialize import materialize as tandem_materialize
+
+        reports = tandem_materialize(store, start, end, views)
+        return "; ".join(f"{r.view}: {r.written:,} of {r.rows:,} rows written"
+                         + (f" ({r.skipped_not_newer:,} not newer than online)" if r.skipped_not_newer else "")
+                         + f" in {r.seconds:.2f} s" for r in reports)
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         store.materialize(start_date=start, end_date=end, feature_views=views)

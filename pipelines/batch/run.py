@@ -191,11 +191,16 @@ def training_set_path(settings: Settings, feature_service: str, as_of: datetime)
 
 
 def step_materialize(ctx: BatchContext) -> str:
-    """Publish each entity's latest snapshot (up to as_of) to the online store through the Spark engine."""
+    """Publish each entity's latest snapshot (up to as_of) to the online store.
+
+    TANDEM_MATERIALIZER picks the writer: tandem's column-wise one (default) or Feast's batch engine.
+    """
     ttl = max(feast_repo.feature_view(v).ttl for v in ONLINE_VIEWS)
     start = ctx.as_of - ttl
-    feast_repo.materialize(ctx.settings, start, ctx.as_of, list(ONLINE_VIEWS))
-    return f"{', '.join(ONLINE_VIEWS)} from {start.isoformat()} to {ctx.as_of.isoformat()}"
+    summary = feast_repo.materialize(ctx.settings, start, ctx.as_of, list(ONLINE_VIEWS))
+    written = f" ({summary})" if ctx.settings.materializer == "tandem" else ""
+    return (f"{', '.join(ONLINE_VIEWS)} from {start.isoformat()} to {ctx.as_of.isoformat()} "
+            f"with the {ctx.settings.materializer} materializer{written}")
 
 
 def default_steps() -> list[Step]:
