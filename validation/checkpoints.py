@@ -63,6 +63,16 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+def merge_reports(reports: list[ValidationReport]) -> ValidationReport:
+    """One report for a table checked in chunks with the same suite: rows add up, failures are listed per chunk."""
+    if not reports:
+        raise ValueError("merge_reports needs at least one report")
+    first = reports[0]
+    return ValidationReport(name=first.name, rows=sum(r.rows for r in reports),
+                            evaluated=max(r.evaluated for r in reports),
+                            failures=[f for r in reports for f in r.failures], docs=first.docs)
+
+
 class ValidationFailed(RuntimeError):
     """A checkpoint failed; the message lists each failed expectation and how many rows broke it."""
 

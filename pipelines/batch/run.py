@@ -25,6 +25,8 @@ from pipelines.batch.sources import BatchError, RawData, default_as_of, read_eve
 from pipelines.batch.training import TRAINING_FEATURE_SERVICE, build_training_set, feature_columns
 from tandem.settings import Settings
 
+CHECK_CHUNK_ROWS = 1_000_000  # feature-table rows validated at a time (a chunk is in pandas while it is checked)
+
 # the views the batch run computes, with their entity key
 BATCH_VIEWS: dict[str, str] = {"user_features_v1": "user_id", "item_features_v1": "item_id"}
 # views whose tables other stages fill; they get an empty table so `feast apply` can read them
@@ -124,6 +126,7 @@ def step_features(ctx: BatchContext) -> str:
     """Compute user and item snapshots for the days, check them in staging, then publish them offline."""
     from pyspark.sql import functions as F
 
+    from validation.checkpoints import ValidationFailed, merge_reports
     from validation.suites import feature_table_suite
 
     for view in PLACEHOLDER_VIEWS:
@@ -141,9 +144,16 @@ def step_features(ctx: BatchContext) -> str:
         staged = {}
         for view, frame in frames.items():
             staged[view] = offline.write_staged(frame, view, stage)
-            rows = offline.read_partitions(staged[view]).to_pandas()
-            _check(ctx, view, rows, feature_table_suite(feast_repo.feature_view(view), BATCH_VIEWS[view]))
-            ctx.log(f"{view}: {len(rows):,} rows staged and checked")
+            suite = feature_table_suite(feast_repo.feature_view(view), BATCH_VIEWS[view])
+            # checked a few days at a time: every expectation is per row or per (key, day), so chunks of whole
+            # days decide the same as the whole table, in bounded memory
+            reports = [_validator(ctx).run(view, chunk.to_pandas(), suite)
+                       for chunk in offline.partition_chunks(staged[view], CHECK_CHUNK_ROWS)]
+            report = merge_reports(reports)
+            ctx.reports.append(report)
+            if not report.success:
+                raise ValidationFailed([report])
+            ctx.log(f"{view}: {report.rows:,} rows staged and checked ({len(reports)} chunk(s))")
         for view, table in staged.items():
             ctx.published[view] = offline.publish(table, feast_repo.source_path(view))
     finally:
