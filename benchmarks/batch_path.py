@@ -63,7 +63,9 @@ def run(ctx: BenchContext) -> BenchResult:
         out = ctx.workdir / "stages.json"
         done = _tandem(env, "benchmarks.batch_path", "--worker", str(data), str(out), timeout=3 * 3600, log=log)
         if done.returncode != 0:
-            raise RuntimeError(f"the batch run failed; last lines of {log}:\n{log.read_text()[-3000:]}")
+            killed = " (killed by SIGKILL: out of memory? see `dmesg`)" if done.returncode == -9 else ""
+            raise RuntimeError(f"the batch run failed with exit code {done.returncode}{killed}; last lines of "
+                               f"{log}:\n{log.read_text()[-3000:]}")
         stages = json.loads(out.read_text())
     finally:
         _tandem(env, "tandem", "services", "down", "redis", "mlflow", timeout=300, log=log)
