@@ -144,10 +144,10 @@ def step_features(ctx: BatchContext) -> str:
         staged = {}
         for view, frame in frames.items():
             staged[view] = offline.write_staged(frame, view, stage)
-            suite = feature_table_suite(feast_repo.feature_view(view), BATCH_VIEWS[view])
             # checked a few days at a time: every expectation is per row or per (key, day), so chunks of whole
-            # days decide the same as the whole table, in bounded memory
-            reports = [_validator(ctx).run(view, chunk.to_pandas(), suite)
+            # days decide the same as the whole table, in bounded memory (GX wants fresh expectations per suite)
+            reports = [_validator(ctx).run(view, chunk.to_pandas(),
+                                           feature_table_suite(feast_repo.feature_view(view), BATCH_VIEWS[view]))
                        for chunk in offline.partition_chunks(staged[view], CHECK_CHUNK_ROWS)]
             report = merge_reports(reports)
             ctx.reports.append(report)

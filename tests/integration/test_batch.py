@@ -58,6 +58,8 @@ def batch(settings, tmp_path_factory):
     probe_user = pa.table({"user_id": ["u_pit"], "signup_ts": [noon - timedelta(days=60)]}, schema=users.schema)
     pq.write_table(pa.concat_tables([users, probe_user]), dataset / "users.parquet")
     with pytest.MonkeyPatch.context() as mp:
+        # small chunks: the fixture's feature tables are then checked in several chunks, as big ones are
+        mp.setattr("pipelines.batch.run.CHECK_CHUNK_ROWS", 300)
         mp.setenv("TANDEM_OFFLINE_DIR", str(root / "offline"))
         mp.setenv("TANDEM_FEAST_REGISTRY", str(root / "registry.db"))
         mp.setenv("TANDEM_REDIS_URL", _redis_url(settings, REDIS_DB))
