@@ -29,7 +29,10 @@ PRESET = "large"
 
 def _env(ctx: BenchContext) -> dict[str, str]:
     home = ctx.workdir / "home"
-    env = {**os.environ, "TANDEM_HOME": str(home), "TANDEM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    # nothing of the demo's settings may leak in (this process exports TANDEM_OFFLINE_DIR, TANDEM_FEAST_* for
+    # Feast): everything else derives from the benchmark's own home, Redis and MLflow
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("TANDEM_", "MLFLOW_"))}
+    env = {**inherited, "TANDEM_HOME": str(home), "TANDEM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "PYTHONWARNINGS": "ignore", "COLUMNS": "120"}
     libs = ctx.settings.home / "kafka" / "libs"
     if libs.exists():  # not started here, but `services` checks the broker's jars exist
