@@ -189,8 +189,6 @@ class StreamProcessor:
         self._rebalances: queue.SimpleQueue[tuple[str, list[Any]]] = queue.SimpleQueue()
         self._last_commit = time.monotonic()
         self._revoked_at: float | None = None  # when partitions were revoked with no assignment since
-        self._flusher: threading.Thread | None = None  # moves the offline outbox to parquet off the hot loop
-        self._flusher_stop = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -258,8 +256,6 @@ class StreamProcessor:
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port)
         self._connect()
-        self._flusher = threading.Thread(target=self._flush_loop, name="offline-flush", daemon=True)
-        self._flusher.start()
         log.info("stream processor started", extra={"fields": {
             "instance": self.config.instance, "group": self.config.group_id, "topic": self.settings.topic,
             "redis": self.settings.redis_url, "kafka": self.settings.kafka_bootstrap,
@@ -301,9 +297,6 @@ class StreamProcessor:
         return batch
 
     def _shutdown(self) -> None:
-        self._flusher_stop.set()
-        if self._flusher is not None:
-            self._flusher.join(timeout=60)
         try:
             for p in list(self.partitions):
                 self._flush_offline(p, force=True)
@@ -592,19 +585,12 @@ class StreamProcessor:
             if moved < self.config.offline_flush_rows:
                 break
 
-    def _flush_loop(self) -> None:
-        """The offline-log flusher thread: parsing and writing a chunk takes a while (~1 s for 50k rows) and
-        must not hold up the micro-batches, whose freshness is measured in milliseconds."""
-        while not self._flusher_stop.wait(0.5):
-            for p in list(self.partitions):
-                try:
-                    self._flush_offline(p)
-                except _REDIS_DOWN:
-                    break  # the outbox waits in Redis; the main loop's retries report the outage
-                except Exception:  # noqa: BLE001 - the outbox stays in Redis; the next round tries again
-                    log.exception("offline-log flush failed", extra={"fields": {"partition": p}})
-
     def _housekeeping(self) -> None:
+        try:
+            for p in list(self.partitions):
+                self._flush_offline(p)
+        except _REDIS_DOWN:
+            pass  # the outbox waits in Redis; the next batch's retry loop reports the outage
         now = time.monotonic()
         if now - self._last_log < self.config.log_every_s:
             return
