@@ -50,6 +50,15 @@ class ServiceStatus:
         return self.state in ("running", "external")
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID, URL-safe base64 without padding, never starting with '-' (the storage
+    tool's argument parser would read that as an option; Kafka's own Uuid.randomUuid avoids it the same way)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -300,7 +309,7 @@ class KafkaService(LocalService):
         self._write_config()
         if not (self.kafka_home / "data" / "meta.properties").exists():
             report("kafka: formatting the KRaft log directory")
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             result = subprocess.run(
                 ["java", "-cp", f"{self.libs}/*", f"-Dlog4j2.configurationFile={RESOURCES / 'kafka-log4j2.yaml'}",
                  "kafka.tools.StorageTool", "format", "-t", cluster_id,

@@ -21,3 +21,15 @@ def test_bad_settings_say_what_was_expected(monkeypatch):
     monkeypatch.setenv("TANDEM_SERVE_PORT", "three thousand")
     with pytest.raises(SettingsError, match="TANDEM_SERVE_PORT='three thousand' is not an integer"):
         Settings()
+
+
+def test_kraft_cluster_ids_never_start_with_a_dash(monkeypatch):
+    import uuid
+
+    from tandem.services import new_cluster_id
+
+    # 0xF8... encodes to "-" first in URL-safe base64: the first draw must be rejected
+    draws = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
+    cluster_id = new_cluster_id()
+    assert not cluster_id.startswith("-") and len(cluster_id) == 22
