@@ -65,9 +65,9 @@ def _stop(proc: subprocess.Popen) -> None:
 def _applied(settings: Settings) -> int:
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = [f"tandem:stream:{settings.topic}:applied:{p}" for p in range(settings.kafka_partitions)]
-    return sum(int(v) + 1 for v in client.mget(keys) if v is not None)
+    from pipelines.stream.processor import applied_total
+
+    return applied_total(redis.Redis.from_url(settings.redis_url), settings.topic, settings.kafka_partitions)
 
 
 def _wait_applied(settings: Settings, n: int, proc: subprocess.Popen, timeout: float, on_tick=None) -> None:

@@ -156,6 +156,13 @@ class RedisKeys:
         return f"{self.base}:outbox:{partition}"
 
 
+def applied_total(client: redis.Redis, topic: str, partitions: int) -> int:
+    """Records of a topic whose effects are in Redis, summed over its partitions (progress, as tests and
+    benchmarks watch it)."""
+    keys = RedisKeys(topic)
+    return sum(int(v) + 1 for v in client.mget([keys.applied(p) for p in range(partitions)]) if v is not None)
+
+
 @dataclass
 class _Partition:
     applied: int | None = None  # None: not loaded from Redis yet

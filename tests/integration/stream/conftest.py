@@ -18,6 +18,7 @@ import redis
 from pipelines.stream.offline_log import ensure_offline_tables
 from pipelines.stream.online_format import FEATURE_REPO, stream_feature_views
 from pipelines.stream.processor import ProcessorConfig, StreamProcessor
+from pipelines.stream.processor import applied_total as stream_applied_total
 from pipelines.stream.producer import EventProducer
 from pipelines.stream.synthetic import make_catalog, make_events, write_catalog  # noqa: F401 - used by the tests
 from tandem.schema import Event
@@ -71,9 +72,7 @@ def produce(settings, events: list[Event]) -> None:
 
 def applied_total(settings) -> int:
     """Records whose effects are in Redis, summed over the topic's partitions."""
-    r = redis.Redis.from_url(settings.redis_url)
-    keys = [f"tandem:stream:{settings.topic}:applied:{p}" for p in range(settings.kafka_partitions)]
-    return sum(int(v) + 1 for v in r.mget(keys) if v is not None)
+    return stream_applied_total(redis.Redis.from_url(settings.redis_url), settings.topic, settings.kafka_partitions)
 
 
 def wait_applied(settings, total: int, timeout: float, procs: list[subprocess.Popen] | None = None) -> None:
