@@ -2,6 +2,9 @@
 
 The GX project lives in $TANDEM_HOME/gx (suites, validation definitions, checkpoints);
 every run rebuilds the HTML data docs at $TANDEM_HOME/gx/uncommitted/data_docs/local_site/.
+A pandas frame is checked by GX's pandas engine; a Spark DataFrame by its Spark engine, on
+the batch's own SparkSession, so a feature table of tens of millions of rows is checked where
+it was computed instead of being collected into the driver.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pandas as pd
 from tandem.settings import Settings
 
 DATASOURCE = "tandem"
+SPARK_DATASOURCE = "tandem_spark"
 # validation results kept per checkpoint; data docs rebuild over all of them on every run
 KEEP_RESULTS = 20
 
@@ -63,16 +67,6 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def merge_reports(reports: list[ValidationReport]) -> ValidationReport:
-    """One report for a table checked in chunks with the same suite: rows add up, failures are listed per chunk."""
-    if not reports:
-        raise ValueError("merge_reports needs at least one report")
-    first = reports[0]
-    return ValidationReport(name=first.name, rows=sum(r.rows for r in reports),
-                            evaluated=max(r.evaluated for r in reports),
-                            failures=[f for r in reports for f in r.failures], docs=first.docs)
-
-
 class ValidationFailed(RuntimeError):
     """A checkpoint failed; the message lists each failed expectation and how many rows broke it."""
 
@@ -112,7 +106,7 @@ def _failure(result: Any) -> Failure:
 
 
 class Validator:
-    """A file-backed GX project under $TANDEM_HOME/gx that checks pandas frames against tandem's suites."""
+    """A file-backed GX project under $TANDEM_HOME/gx that checks pandas or Spark frames against tandem's suites."""
 
     def __init__(self, settings: Settings):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -125,13 +119,24 @@ class Validator:
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         self.context.variables.save()
         self.source = self.context.data_sources.add_or_update_pandas(DATASOURCE)
+        self._spark_source = None
         self.docs = Path(self.context.root_directory) / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
-    def _batch_definition(self, name: str):
+    def _source_for(self, data: Any):
+        if isinstance(data, pd.DataFrame):
+            return self.source
+        if type(data).__module__.startswith("pyspark.sql"):
+            if self._spark_source is None:
+                # no spark_config: GX reuses the active session (the batch run's) instead of starting its own
+                self._spark_source = self.context.data_sources.add_or_update_spark(SPARK_DATASOURCE)
+            return self._spark_source
+        raise TypeError(f"a checkpoint checks a pandas or Spark DataFrame, not {type(data).__name__}")
+
+    def _batch_definition(self, source, name: str):
         try:
-            asset = self.source.get_asset(name)
+            asset = source.get_asset(name)
         except LookupError:
-            asset = self.source.add_dataframe_asset(name)
+            asset = source.add_dataframe_asset(name)
         try:
             return asset.get_batch_definition(name)
         except KeyError:
@@ -144,19 +149,42 @@ class Validator:
             for old in files[KEEP_RESULTS:]:
                 old.unlink(missing_ok=True)
 
-    def run(self, name: str, df: pd.DataFrame, expectations: list) -> ValidationReport:
-        """Run checkpoint `name` (suite, validation definition and checkpoint of that name) on a frame."""
+    def _forget(self, name: str) -> None:
+        """Drop the stored checkpoint and validation definition called `name`.
+
+        Each run rebuilds them; a stored one can point at an asset that no longer exists (the datasources
+        are re-created per process, and a name may move between the pandas and the Spark engine), and GX
+        cannot even load such a definition to replace it.
+        """
+        for store in (self.context.checkpoint_store, self.context.validation_definition_store):
+            key = store.get_key(name=name, id=None)
+            if store.has_key(key):
+                store.remove_key(key)
+
+    def run(self, name: str, df: Any, expectations: list) -> ValidationReport:
+        """Run checkpoint `name` (suite, validation definition and checkpoint of that name) on a pandas or Spark
+        DataFrame."""
         gx = self._gx
+        source = self._source_for(df)
+        self._forget(name)
         suite = self.context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
         definition = self.context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=name, data=self._batch_definition(name), suite=suite))
+            gx.ValidationDefinition(name=name, data=self._batch_definition(source, name), suite=suite))
         checkpoint = self.context.checkpoints.add_or_update(gx.Checkpoint(
             name=name, validation_definitions=[definition],
             actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}))
         self._prune_results(name)
-        result = checkpoint.run(batch_parameters={"dataframe": df})
-        report = ValidationReport(name=name, rows=len(df), evaluated=0, docs=self.docs)
+        if source is self.source:
+            result = checkpoint.run(batch_parameters={"dataframe": df})
+            rows = len(df)
+        else:
+            try:  # GX caches the frame for its passes over it; the count then reads the cache
+                result = checkpoint.run(batch_parameters={"dataframe": df})
+                rows = df.count()
+            finally:
+                df.unpersist()
+        report = ValidationReport(name=name, rows=rows, evaluated=0, docs=self.docs)
         for run_result in result.run_results.values():
             for r in run_result.results:
                 report.evaluated += 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -106,29 +105,6 @@ def read_partitions(table_dir: Path, days: list[date] | None = None) -> pa.Table
     if not tables:
         raise FileNotFoundError(f"{table_dir} holds no date=YYYY-MM-DD partitions")
     return pa.concat_tables(tables, promote_options="permissive")
-
-
-def partition_chunks(table_dir: Path, max_rows: int) -> Iterator[pa.Table]:
-    """The table's day partitions, several at a time, each chunk at most max_rows rows unless one day is larger.
-
-    What keeps checking a big table (e.g. 500k users × 90 daily snapshots) within memory: one chunk is in
-    pandas at a time instead of the whole table.
-    """
-    parts = sorted(table_dir.glob("date=*"))
-    if not parts:
-        raise FileNotFoundError(f"{table_dir} holds no date=YYYY-MM-DD partitions")
-    chunk: list[pa.Table] = []
-    rows = 0
-    for part in parts:
-        day = date.fromisoformat(part.name[5:])
-        table = pq.read_table(part, partitioning=None)
-        table = table.append_column("date", pa.array([day] * table.num_rows, pa.date32()))
-        if chunk and rows + table.num_rows > max_rows:
-            yield pa.concat_tables(chunk, promote_options="permissive")
-            chunk, rows = [], 0
-        chunk.append(table)
-        rows += table.num_rows
-    yield pa.concat_tables(chunk, promote_options="permissive")
 
 
 def latest_rows(table_dir: Path, key: str):

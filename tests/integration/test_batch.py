@@ -58,8 +58,6 @@ def batch(settings, tmp_path_factory):
     probe_user = pa.table({"user_id": ["u_pit"], "signup_ts": [noon - timedelta(days=60)]}, schema=users.schema)
     pq.write_table(pa.concat_tables([users, probe_user]), dataset / "users.parquet")
     with pytest.MonkeyPatch.context() as mp:
-        # small chunks: the fixture's feature tables are then checked in several chunks, as big ones are
-        mp.setattr("pipelines.batch.run.CHECK_CHUNK_ROWS", 300)
         mp.setenv("TANDEM_OFFLINE_DIR", str(root / "offline"))
         mp.setenv("TANDEM_FEAST_REGISTRY", str(root / "registry.db"))
         mp.setenv("TANDEM_REDIS_URL", _redis_url(settings, REDIS_DB))
@@ -272,3 +270,27 @@ def test_examples_are_reproducible(batch):
     again = labelled_examples(ctx.spark, batch["dataset"], start, end)
     built = ctx.training_set[list(KEY_COLUMNS)]
     pd.testing.assert_frame_equal(again.reset_index(drop=True), built.reset_index(drop=True), check_dtype=False)
+
+
+def test_feature_checks_on_spark_name_each_defect_and_its_row_count(batch):
+    """Feature tables are checked by GX's Spark engine; it must catch what the pandas checks catch."""
+    from validation.checkpoints import Validator
+    from validation.suites import feature_table_suite
+
+    view = feast_repo.feature_view("item_features_v1")
+    table = offline.read_partitions(feast_repo.source_path("item_features_v1")).to_pandas()
+    first, second = table.iloc[0].to_dict(), table.iloc[1].to_dict()
+    ahead = datetime.now(UTC) + timedelta(days=30)
+    rows = pd.DataFrame([first, {**first, "conversion_rate": 1.5},                      # same key and snapshot
+                         {**second, "event_timestamp": ahead, "events_7d": -1}])         # future, negative count
+    spark_rows = batch["ctx"].spark.createDataFrame(rows)
+    report = Validator(batch["settings"]).run("item_features_defects", spark_rows,
+                                              feature_table_suite(view, "item_id"))
+    assert report.rows == 3
+    failed = {(f.expectation, f.column, f.unexpected_count) for f in report.failures}
+    assert failed == {
+        ("expect_compound_columns_to_be_unique", "item_id,event_timestamp", 2),
+        ("expect_column_values_to_be_between", "event_timestamp", 1),
+        ("expect_column_values_to_be_between", "conversion_rate", 1),
+        ("expect_column_values_to_be_between", "events_7d", 1),
+    }
