@@ -41,10 +41,21 @@ def spark_session(settings: Settings) -> SparkSession:
         builder = builder.config(key, value)
     for key, value in LOCAL_CONF.items():
         builder = builder.config(key, value)
-    builder = builder.config("spark.driver.memory", os.environ.get("TANDEM_SPARK_DRIVER_MEMORY", "2g"))
+    builder = builder.config("spark.driver.memory", os.environ.get("TANDEM_SPARK_DRIVER_MEMORY") or driver_memory())
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def driver_memory(physical_bytes: int | None = None) -> str:
+    """The driver heap when TANDEM_SPARK_DRIVER_MEMORY is unset: a quarter of the machine's memory, 2g to 8g.
+
+    In local mode the driver runs every task, and a training set is collected into it through Arrow;
+    2g ran out of heap collecting the training set of a 10M-event run.
+    """
+    if physical_bytes is None:
+        physical_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{max(2, min(8, physical_bytes // 4 // 2**30))}g"
 
 
 def _feature_store_spark_conf() -> dict[str, str]:

@@ -112,3 +112,12 @@ def test_item_popularity_conversion_rating_and_catalogue(frames):
     # on day 10, i2 gets a view and a click before as_of and takes the lead
     assert row(items, "i2", 10)["events_1d"] == 2
     assert row(items, "i2", 10)["popularity_rank_7d"] == 1
+
+
+def test_driver_memory_is_a_quarter_of_the_machine_within_bounds():
+    from pipelines.batch.spark import driver_memory
+
+    gib = 2**30
+    assert driver_memory(4 * gib) == "2g"
+    assert driver_memory(24 * gib) == "6g"
+    assert driver_memory(256 * gib) == "8g"
