@@ -137,16 +137,24 @@ def _ratio(num: str, den: str) -> Column:
 
 
 def category_affinity(spark: SparkSession, events: DataFrame, days: list[date]) -> DataFrame:
-    """Per (user_id, day): the user's top categories by weighted interactions over all history up to the cutoff."""
+    """Per (user_id, day): the user's top categories by weighted interactions over all history up to the cutoff.
+
+    Rows only for the days the answer can change: the first of `days` and each day the user was active
+    after it (cumulative weights only move on those days). `user_features` carries each row forward to
+    the user's following days.
+    """
     weights = F.create_map(*[x for et, w in AFFINITY_WEIGHTS.items() for x in (F.lit(et), F.lit(w))])
     daily = (events.withColumn("weight", F.coalesce(weights[F.col("event_type")], F.lit(0.0)))
              .groupBy("user_id", "category", "day").agg(F.sum("weight").alias("weight")))
-    first = min(days)
+    first, last = min(days), max(days)
     base = daily.where(F.col("day") < F.lit(first)).groupBy("user_id", "category").agg(F.sum("weight").alias("base"))
+    recent = daily.where((F.col("day") >= F.lit(first)) & (F.col("day") <= F.lit(last)))
+    changes = (recent.select("user_id", "day")
+               .unionByName(daily.select("user_id").withColumn("day", F.lit(first).cast("date")))
+               .distinct())
     pairs = daily.select("user_id", "category").distinct()
-    grid_days = spark.createDataFrame([(d,) for d in days], "day date")
-    grid = (pairs.crossJoin(grid_days)
-            .join(daily.where(F.col("day") >= F.lit(first)), ["user_id", "category", "day"], "left")
+    grid = (pairs.join(changes, "user_id")
+            .join(recent, ["user_id", "category", "day"], "left")
             .join(base, ["user_id", "category"], "left"))
     running = Window.partitionBy("user_id", "category").orderBy("day").rowsBetween(Window.unboundedPreceding, 0)
     cum = grid.select("user_id", "category", "day",
@@ -163,6 +171,15 @@ def category_affinity(spark: SparkSession, events: DataFrame, days: list[date]) 
                       F.col("top")[0]["share"].alias("top_category_share"),
                       F.transform("top", lambda s: s["category"]).alias("top_categories"),
                       F.transform("top", lambda s: s["share"]).alias("top_category_shares"))
+
+
+AFFINITY_COLUMNS = ("top_category", "top_category_share", "top_categories", "top_category_shares")
+
+
+def carry_forward(df: DataFrame, key: str, columns: tuple[str, ...]) -> DataFrame:
+    """Fill each key's null `columns` from its latest earlier day that had them (rows ordered by day)."""
+    earlier = Window.partitionBy(key).orderBy("day").rowsBetween(Window.unboundedPreceding, 0)
+    return df.withColumns({c: F.last(c, ignorenulls=True).over(earlier) for c in columns})
 
 
 def with_catalogue(events: DataFrame, items: DataFrame) -> DataFrame:
@@ -185,8 +202,8 @@ def user_features(spark: SparkSession, events: DataFrame, items: DataFrame, user
                   .join(users.select("user_id", "signup_ts"), "user_id", "full"))
     activity = windowed_activity(spark, daily, first_seen, "user_id", days, as_of)
     affinity = category_affinity(spark, events, days)
-    joined = (activity.join(first_seen, "user_id", "left")
-              .join(affinity, ["user_id", "day"], "left")
+    joined = (carry_forward(activity.join(affinity, ["user_id", "day"], "left"), "user_id", AFFINITY_COLUMNS)
+              .join(first_seen, "user_id", "left")
               .withColumn("since", F.coalesce("signup_ts", "first_ts"))
               .where((F.col("events_total") > 0) | (F.col("since") < F.col("event_timestamp"))))
     cutoff = F.col("event_timestamp")

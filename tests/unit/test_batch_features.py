@@ -121,3 +121,38 @@ def test_driver_memory_is_a_quarter_of_the_machine_within_bounds():
     assert driver_memory(4 * gib) == "2g"
     assert driver_memory(24 * gib) == "6g"
     assert driver_memory(256 * gib) == "8g"
+
+
+def test_category_affinity_matches_a_brute_force_over_every_day(spark):
+    """Top categories are computed only on days a user was active and carried forward; check every (user, day)
+    against the same ranking recomputed from scratch."""
+    import random
+    from datetime import timedelta
+
+    from pipelines.batch.features import AFFINITY_WEIGHTS
+
+    rng = random.Random(5)
+    items = [(f"i{k}", "ABCDE"[k % 5], 1.0, ts(1), f"item {k}") for k in range(10)]
+    types = sorted(AFFINITY_WEIGHTS)
+    events = [(f"e{n}", f"u{rng.randrange(6)}", f"i{rng.randrange(10)}", rng.choice(types), 1.0,
+               ts(1) + timedelta(hours=rng.randrange(14 * 24)), None) for n in range(120)]
+    as_of = ts(15)
+    days = [date(2026, 3, d) for d in range(6, 15)]
+    frame = spark.createDataFrame(events, "event_id string, user_id string, item_id string, event_type string, "
+                                          "value double, ts timestamp, session_id string")
+    item_frame = spark.createDataFrame(items, "item_id string, category string, price double, "
+                                              "created_ts timestamp, title string")
+    users = spark.createDataFrame([("u0", ts(1))], "user_id string, signup_ts timestamp")
+    got = user_features(spark, frame, item_frame, users, days, as_of).toPandas().set_index(["user_id", "date"])
+    category = {i[0]: i[1] for i in items}
+    checked = 0
+    for (user, day), features in got.iterrows():
+        totals: dict[str, float] = {}
+        for _, u, item, kind, _, when, _ in events:
+            if u == user and when.date() <= day:
+                totals[category[item]] = totals.get(category[item], 0.0) + AFFINITY_WEIGHTS[kind]
+        ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        assert list(features["top_categories"]) == [c for c, _ in ranked], (user, day)
+        assert list(features["top_category_shares"]) == pytest.approx([w / sum(totals.values()) for _, w in ranked])
+        checked += 1
+    assert checked >= 40  # most of the 6 users × 9 days
