@@ -140,11 +140,14 @@ def step_features(ctx: BatchContext) -> str:
     try:
         staged = {}
         for view, frame in frames.items():
+            t0 = time.monotonic()
             staged[view] = offline.write_staged(frame, view, stage)
+            t1 = time.monotonic()
             # checked by GX's Spark engine where it lies: a dense (key, day) table can be tens of millions of rows
             report = _check(ctx, view, ctx.spark.read.parquet(str(staged[view])),
                             feature_table_suite(feast_repo.feature_view(view), BATCH_VIEWS[view]))
-            ctx.log(f"{view}: {report.rows:,} rows staged and checked")
+            ctx.log(f"{view}: {report.rows:,} rows computed and staged in {t1 - t0:.1f}s, "
+                    f"checked in {time.monotonic() - t1:.1f}s")
         for view, table in staged.items():
             ctx.published[view] = offline.publish(table, feast_repo.source_path(view))
     finally:
