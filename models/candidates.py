@@ -77,6 +77,7 @@ class CandidateConfig:
     n_category: int = 60
     n_popular: int = 30
     chunk_users: int = 2_000
+    chunk_cells: int = 20_000_000  # users per chunk x items: bounds the dense score arrays (8 bytes a cell)
 
     @property
     def max_candidates(self) -> int:
@@ -137,8 +138,9 @@ def generate_candidates(log: EventLog, catalog: Catalog, as_of: float, config: C
     global_popular = popular_items(pop, config.max_candidates)
     offsets = np.zeros(n_users + 1, dtype=np.int64)
     items_out, source_out, score_out = [], [], []
-    for lo in range(0, n_users, config.chunk_users):
-        hi = min(lo + config.chunk_users, n_users)
+    chunk = max(1, min(config.chunk_users, config.chunk_cells // max(n_items, 1)))
+    for lo in range(0, n_users, chunk):
+        hi = min(lo + chunk, n_users)
         h_chunk = h[lo:hi]
         seen = h_chunk.toarray() > 0
         has_history = seen.any(axis=1)
