@@ -9,8 +9,8 @@ For each user the list merges, in this order and without duplicates:
 3. global popular — the fallback, and the whole list of a user with no history.
 
 Items the user has already interacted with are never candidates. Everything here is pure numpy
-and scipy.sparse over dense indices (models/features.py); users are processed in chunks so memory
-stays bounded by chunk × items.
+and scipy.sparse over dense indices (models/features.py); users are processed in chunks, and a
+chunk's memory is its users' co-visited items plus bounded pools, never users × items.
 """
 
 from __future__ import annotations
@@ -77,7 +77,6 @@ class CandidateConfig:
     n_category: int = 60
     n_popular: int = 30
     chunk_users: int = 2_000
-    chunk_cells: int = 20_000_000  # users per chunk x items: bounds the dense score arrays (8 bytes a cell)
 
     @property
     def max_candidates(self) -> int:
@@ -112,66 +111,142 @@ class Candidates:
         return np.zeros(len(self.popular))
 
 
-def _top_rows(scores: np.ndarray, n: int) -> np.ndarray:
-    """Per row, the column indices of the n highest finite scores (fewer where a row has fewer), best first."""
-    n = min(n, scores.shape[1])
-    if n <= 0:
-        return np.zeros((scores.shape[0], 0), dtype=np.int64)
-    part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+def _ragged_arange(lengths: np.ndarray) -> np.ndarray:
+    """0..n-1 for each n in lengths, concatenated: [2, 3] -> [0, 1, 0, 1, 2]."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.arange(total, dtype=np.int64) - starts
+
+
+def _top_per_row(row: np.ndarray, item: np.ndarray, score: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Of (row, item, score) entries, each row's n best: highest score first, ties by lower item index.
+    Returns the kept entries' positions (sorted by row, then rank) and their rank within the row."""
+    order = np.lexsort((item, -score, row))
+    ranks = _ragged_arange(np.bincount(row[order], minlength=int(row.max()) + 1 if len(row) else 0))
+    keep = ranks < n
+    return order[keep], ranks[keep]
+
+
+def _sorted_by_popularity(items: np.ndarray, pop: np.ndarray) -> np.ndarray:
+    """`items` ordered most popular first, ties by lower index."""
+    return items[np.lexsort((items, -pop[items]))]
+
+
+def _pools(start: np.ndarray, length: np.ndarray, ranked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slices ranked[start[k]:start[k] + length[k]], concatenated: (k of each element, the element)."""
+    length = np.asarray(length, dtype=np.int64)
+    owner = np.repeat(np.arange(len(length)), length)
+    return owner, ranked[start[owner] + _ragged_arange(length)]
+
+
+def _contains(sorted_codes: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Which of `codes` are in `sorted_codes` (sorted, unique)."""
+    if len(sorted_codes) == 0:
+        return np.zeros(len(codes), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_codes, codes), len(sorted_codes) - 1)
+    return sorted_codes[at] == codes
+
+
+def _lookup(codes: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """values[codes == w] for each wanted code w (codes unique), 0 where absent."""
+    if len(codes) == 0:
+        return np.zeros(len(wanted))
+    order = np.argsort(codes)
+    at = np.minimum(np.searchsorted(codes[order], wanted), len(codes) - 1)
+    hit = codes[order][at] == wanted
+    return np.where(hit, values[order][at], 0.0)
 
 
 def generate_candidates(log: EventLog, catalog: Catalog, as_of: float, config: CandidateConfig | None = None,
                         covisit: sparse.csr_matrix | None = None) -> Candidates:
-    """Candidate lists for every user of `log` from the events before `as_of`, seen items excluded."""
+    """Candidate lists for every user of `log` from the events before `as_of`, seen items excluded.
+
+    Sparse throughout: a chunk of users costs its history's co-visited items and a bounded pool per
+    category and source, never users × catalogue, so 500k users over 50k items fit in memory.
+    Within a source, items rank by score, ties by lower item index.
+    """
     config = config or CandidateConfig()
-    n_users, n_items = log.n_users, catalog.n_items
+    n_users, n_items, n_cats = log.n_users, catalog.n_items, catalog.n_categories
     hist = log.before(as_of)
     covisit = covisit if covisit is not None else covisitation_matrix(hist, n_items)
     h = history_matrix(log, n_users, n_items, as_of)
     pop = popularity(log, n_items, as_of)
     pop_norm = pop / pop.max() if pop.max() > 0 else pop
-    onehot = sparse.csr_matrix((np.ones(n_items), (np.arange(n_items), catalog.item_category)),
-                               shape=(n_items, catalog.n_categories))
+    item_category = np.asarray(catalog.item_category, dtype=np.int64)
+    onehot = sparse.csr_matrix((np.ones(n_items), (np.arange(n_items), item_category)), shape=(n_items, n_cats))
     global_popular = popular_items(pop, config.max_candidates)
-    offsets = np.zeros(n_users + 1, dtype=np.int64)
+    # every item, most popular first (the popular source scores pop + 1e-12: every unseen item qualifies)
+    by_popularity = _sorted_by_popularity(np.arange(n_items, dtype=np.int64), pop_norm)
+    # per category, its items with popularity > 0, most popular first (a category score of 0 never qualifies)
+    in_category = _sorted_by_popularity(np.flatnonzero(pop_norm > 0), pop_norm)
+    in_category = in_category[np.argsort(item_category[in_category], kind="stable")]
+    category_start = np.searchsorted(item_category[in_category], np.arange(n_cats))
+    category_len = np.bincount(item_category[in_category], minlength=n_cats)
+    counts = np.zeros(n_users, dtype=np.int64)
     items_out, source_out, score_out = [], [], []
-    chunk = max(1, min(config.chunk_users, config.chunk_cells // max(n_items, 1)))
-    for lo in range(0, n_users, chunk):
-        hi = min(lo + chunk, n_users)
+    for lo in range(0, n_users, config.chunk_users):
+        hi = min(lo + config.chunk_users, n_users)
         h_chunk = h[lo:hi]
-        seen = h_chunk.toarray() > 0
-        has_history = seen.any(axis=1)
-        co = np.asarray((h_chunk @ covisit).todense())
-        co[seen] = -np.inf
-        co[co <= 0] = -np.inf
-        share = np.asarray((h_chunk @ onehot).todense())
-        total = share.sum(axis=1, keepdims=True)
-        share = np.divide(share, total, out=np.zeros_like(share), where=total > 0)
-        cat_score = share[:, catalog.item_category] * pop_norm[None, :]
-        cat_score[seen | (cat_score <= 0)] = -np.inf
-        pop_score = np.broadcast_to(pop_norm + 1e-12, seen.shape).copy()
-        pop_score[seen] = -np.inf
-        picks = [(_top_rows(co, config.n_covisit), co, 0), (_top_rows(cat_score, config.n_category), cat_score, 1),
-                 (_top_rows(pop_score, config.n_popular), pop_score, 2)]
-        for r in range(hi - lo):
-            if not has_history[r]:
-                offsets[lo + r + 1] = 0
-                continue
-            chosen: dict[int, int] = {}
-            for top, scores, src in picks:
-                for item in top[r]:
-                    if np.isfinite(scores[r, item]) and item not in chosen:
-                        chosen[int(item)] = src
-            its = np.fromiter(chosen.keys(), dtype=np.int64, count=len(chosen))
-            items_out.append(its)
-            source_out.append(np.fromiter(chosen.values(), dtype=np.int8, count=len(chosen)))
-            sc = co[r, its]
-            score_out.append(np.where(np.isfinite(sc), sc, 0.0))
-            offsets[lo + r + 1] = len(its)
-    offsets = np.cumsum(offsets)
+        seen = h_chunk.tocoo()
+        positive = seen.data > 0
+        seen_row, seen_item = seen.row[positive].astype(np.int64), seen.col[positive].astype(np.int64)
+        seen_codes = np.unique(seen_row * n_items + seen_item)
+        users = np.unique(seen_row)  # users with history; the others get no list (serving uses the popular one)
+        if len(users) == 0:
+            continue
+
+        # 1. co-visitation: positive scores of unseen items
+        co = (h_chunk @ covisit).tocoo()
+        co_row, co_item, co_score = co.row.astype(np.int64), co.col.astype(np.int64), co.data
+        ok = (co_score > 0) & ~_contains(seen_codes, co_row * n_items + co_item)
+        co_row, co_item, co_score = co_row[ok], co_item[ok], co_score[ok]
+        keep, rank = _top_per_row(co_row, co_item, co_score, config.n_covisit)
+        picks = [(co_row[keep], co_item[keep], rank)]
+
+        # 2. category-popular: the user's share of a category × the item's popularity. A category gives at
+        # most n_category items, its most popular unseen ones: a pool of n_category + the user's seen there
+        share = (h_chunk @ onehot).tocoo()
+        total = np.bincount(share.row, weights=share.data, minlength=hi - lo)
+        pair_row, pair_cat = share.row.astype(np.int64), share.col.astype(np.int64)
+        pair_share = share.data / np.where(total[pair_row] > 0, total[pair_row], 1.0)
+        ok = pair_share > 0
+        pair_row, pair_cat, pair_share = pair_row[ok], pair_cat[ok], pair_share[ok]
+        seen_in = np.bincount(seen_row * n_cats + item_category[seen_item], minlength=(hi - lo) * n_cats)
+        pool_len = np.minimum(config.n_category + seen_in[pair_row * n_cats + pair_cat], category_len[pair_cat])
+        pair, item = _pools(category_start[pair_cat], pool_len, in_category)
+        row = pair_row[pair]
+        ok = ~_contains(seen_codes, row * n_items + item)
+        pair, item, row = pair[ok], item[ok], row[ok]
+        keep, rank = _top_per_row(row, item, pair_share[pair] * pop_norm[item], config.n_category)
+        picks.append((row[keep], item[keep], rank))
+
+        # 3. global popular: the n_popular most popular unseen items
+        seen_count = np.bincount(seen_row, minlength=hi - lo)[users]
+        pool_len = np.minimum(config.n_popular + seen_count, n_items)
+        owner, item = _pools(np.zeros(len(users), dtype=np.int64), pool_len, by_popularity)
+        row = users[owner]
+        ok = ~_contains(seen_codes, row * n_items + item)
+        row, item = row[ok], item[ok]
+        rank = _ragged_arange(np.bincount(row, minlength=hi - lo)[users])  # pools are in user, popularity order
+        picks.append((row[rank < config.n_popular], item[rank < config.n_popular], rank[rank < config.n_popular]))
+
+        # merge by source, then rank; an item keeps its first source
+        row = np.concatenate([p[0] for p in picks])
+        item = np.concatenate([p[1] for p in picks])
+        src = np.concatenate([np.full(len(p[0]), k, dtype=np.int8) for k, p in enumerate(picks)])
+        order = np.lexsort((np.concatenate([p[2] for p in picks]), src, row))
+        row, item, src = row[order], item[order], src[order]
+        first = np.sort(np.unique(row * n_items + item, return_index=True)[1])
+        row, item, src = row[first], item[first], src[first]
+        counts[lo:hi] = np.bincount(row, minlength=hi - lo)
+        items_out.append(item)
+        source_out.append(src)
+        # the co-visitation score of every candidate (0 where it has none), whatever source brought it
+        score_out.append(_lookup(co_row * n_items + co_item, co_score, row * n_items + item))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
     return Candidates(offsets, _concat(items_out, np.int64), _concat(source_out, np.int8),
                       _concat(score_out, float), global_popular)
 

@@ -294,3 +294,29 @@ def test_feature_checks_on_spark_name_each_defect_and_its_row_count(batch):
         ("expect_column_values_to_be_between", "conversion_rate", 1),
         ("expect_column_values_to_be_between", "events_7d", 1),
     }
+
+
+def test_candidate_scores_equal_scoring_feasts_joint_retrieval(batch):
+    """score_candidates fetches features once per user and per item; the scores must be what scoring Feast's
+    point-in-time join of every (user, item) pair gives."""
+    from models.batch_steps import prepare_feast_frame, score_candidates
+    from models.train import train_batch_ranker
+    from pipelines.batch.training import TRAINING_FEATURE_SERVICE, feature_columns
+
+    ctx = batch["ctx"]
+    store = feast_repo.feature_store(batch["settings"])
+    frame, columns = prepare_feast_frame(ctx.training_set, feature_columns(store, TRAINING_FEATURE_SERVICE))
+    ranker = train_batch_ranker(frame, columns)
+    users = sorted(set(ctx.training_set["user_id"]))[:12]
+    items = sorted(set(ctx.training_set["item_id"]))[:9] + ["no-such-item"]
+    pairs = pd.DataFrame([(u, i) for u in users for i in items], columns=["user_id", "item_id"])
+    as_of = pd.Timestamp(ctx.as_of)
+    got = score_candidates(store, TRAINING_FEATURE_SERVICE, pairs["user_id"].to_numpy(),
+                           pairs["item_id"].to_numpy(), as_of, ranker, chunk_rows=37)
+    joint = store.get_historical_features(entity_df=pairs.assign(event_timestamp=as_of),
+                                          features=store.get_feature_service(TRAINING_FEATURE_SERVICE),
+                                          full_feature_names=True).to_df()
+    joint = pairs.merge(joint.drop(columns=["event_timestamp"]), on=["user_id", "item_id"], how="left")
+    expected = ranker.predict(prepare_feast_frame(joint, columns)[0])
+    assert len(set(np.round(expected, 6))) > 5  # the pairs do differ
+    assert np.allclose(got, expected, atol=1e-6)
