@@ -265,17 +265,20 @@ def candidates_frame(candidates: Candidates, log: EventLog, catalog: Catalog, sc
     best first, and cut to `limit`. Users with no history have no row: serving falls back to the
     global popular list (`popular_frame`).
     """
-    rows_user, rows_items, rows_scores = [], [], []
-    for u in range(len(candidates.offsets) - 1):
-        lo, hi = candidates.offsets[u], candidates.offsets[u + 1]
-        if hi == lo:
-            continue
-        its = candidates.items[lo:hi]
-        sc = scores[lo:hi] if scores is not None else candidates.retrieval_score[lo:hi]
-        order = np.argsort(-sc, kind="stable")[:limit]
-        rows_user.append(log.user_ids[u])
-        rows_items.append([str(catalog.item_ids[i]) for i in its[order]])
-        rows_scores.append([float(s) for s in sc[order]])
+    counts = np.diff(candidates.offsets)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    sc = np.asarray(scores if scores is not None else candidates.retrieval_score, dtype=float)
+    # per user best first; equal scores keep their candidate order
+    order = np.lexsort((np.arange(len(sc)), -sc, owner))
+    keep = order[_ragged_arange(counts) < (limit if limit is not None else len(sc) + 1)]
+    kept = np.minimum(counts, limit) if limit is not None else counts
+    cuts = np.cumsum(kept)[:-1]
+    has = kept > 0
+    rows_user = [str(u) for u in np.asarray(log.user_ids)[:len(counts)][has]]
+    rows_items = [a.tolist() for a in np.split(catalog.item_ids[candidates.items[keep]].astype(str), cuts)]
+    rows_scores = [a.tolist() for a in np.split(sc[keep], cuts)]
+    rows_items = [x for x, h in zip(rows_items, has, strict=True) if h]
+    rows_scores = [x for x, h in zip(rows_scores, has, strict=True) if h]
     ts = pd.Timestamp(as_of_ts).tz_convert("UTC") if pd.Timestamp(as_of_ts).tzinfo else \
         pd.Timestamp(as_of_ts).tz_localize("UTC")
     return pd.DataFrame({

@@ -128,3 +128,20 @@ def test_candidates_match_a_brute_force_over_every_user():
         assert cand.items[lo:hi].tolist() == items_u, u
         assert np.allclose(cand.retrieval_score[lo:hi], scores_u), u
         assert (cand.source[lo:hi] >= 0).all()
+
+
+def test_candidate_frame_sorts_each_list_by_score_and_cuts_it():
+    from types import SimpleNamespace
+
+    from models.candidates import Candidates, candidates_frame
+
+    catalog = Catalog.from_items(ITEMS)
+    log = SimpleNamespace(user_ids=np.array(["u0", "u1", "u2"], dtype=object))
+    # u0: four candidates with a tie; u1: none; u2: one
+    cand = Candidates(offsets=np.array([0, 4, 4, 5]), items=np.array([0, 1, 2, 3, 5]),
+                      source=np.zeros(5, dtype=np.int8), retrieval_score=np.zeros(5), popular=np.array([0]))
+    scores = np.array([0.2, 0.9, 0.2, 0.5, 0.1])
+    frame = candidates_frame(cand, log, catalog, scores, pd.Timestamp("2025-01-01", tz="UTC"), limit=3)
+    assert frame["user_id"].tolist() == ["u0", "u2"]
+    assert [list(x) for x in frame["candidate_item_ids"]] == [["i1", "i3", "i0"], ["i5"]]
+    assert [list(x) for x in frame["candidate_scores"]] == [[0.9, 0.5, 0.2], [0.1]]
