@@ -3,7 +3,7 @@
 For each user the list merges, in this order and without duplicates:
 
 1. co-visitation — items that shared sessions with the items of the user's history (recent history
-   weighs more, half-life HISTORY_HALF_LIFE_DAYS);
+   weighs more, half-life HISTORY_HALF_LIFE_DAYS), each history item bringing its strongest neighbours;
 2. category-popular — the most popular items of the categories the user interacts with, weighted
    by the user's share of each category;
 3. global popular — the fallback, and the whole list of a user with no history.
@@ -76,6 +76,7 @@ class CandidateConfig:
     n_covisit: int = 60
     n_category: int = 60
     n_popular: int = 30
+    neighbours: int = 100  # each history item contributes its strongest co-visited items only
     chunk_users: int = 2_000
 
     @property
@@ -124,10 +125,40 @@ def _ragged_arange(lengths: np.ndarray) -> np.ndarray:
 def _top_per_row(row: np.ndarray, item: np.ndarray, score: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Of (row, item, score) entries, each row's n best: highest score first, ties by lower item index.
     Returns the kept entries' positions (sorted by row, then rank) and their rank within the row."""
-    order = np.lexsort((item, -score, row))
-    ranks = _ragged_arange(np.bincount(row[order], minlength=int(row.max()) + 1 if len(row) else 0))
+    if len(row) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # first drop what cannot make a row's n best (below its n-th highest score), so the sort below is small
+    survivors = _at_least_nth_best(row, score, n)
+    row_s, item_s, score_s = row[survivors], item[survivors], score[survivors]
+    order = np.lexsort((item_s, -score_s, row_s))
+    ranks = _ragged_arange(np.bincount(row_s[order], minlength=int(row_s.max()) + 1))
     keep = ranks < n
-    return order[keep], ranks[keep]
+    return survivors[order[keep]], ranks[keep]
+
+
+def _at_least_nth_best(row: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the entries whose score is at least their row's n-th highest (all of a row with ≤ n)."""
+    order = np.argsort(row, kind="stable")  # a no-op permutation when entries come grouped by row
+    counts = np.bincount(row, minlength=int(row.max()) + 1)
+    starts = np.cumsum(counts) - counts
+    keep = np.ones(len(row), dtype=bool)
+    grouped = score[order]
+    for r in np.flatnonzero(counts > n):
+        seg = grouped[starts[r]:starts[r] + counts[r]]
+        keep[order[starts[r]:starts[r] + counts[r]]] = seg >= np.partition(seg, counts[r] - n)[counts[r] - n]
+    return np.flatnonzero(keep)
+
+
+def strongest_neighbours(covisit: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
+    """Each item's k strongest co-visited items (ties by lower index), the rest dropped.
+
+    What keeps a user's co-visitation pool small: on 10M events an unpruned matrix gives each
+    user ~36k scored items (popular items co-occur with most of the catalogue)."""
+    m = covisit.tocoo()
+    if m.nnz == 0:
+        return covisit.tocsr()
+    keep, _ = _top_per_row(m.row.astype(np.int64), m.col.astype(np.int64), m.data, k)
+    return sparse.csr_matrix((m.data[keep], (m.row[keep], m.col[keep])), shape=covisit.shape)
 
 
 def _sorted_by_popularity(items: np.ndarray, pop: np.ndarray) -> np.ndarray:
@@ -172,6 +203,7 @@ def generate_candidates(log: EventLog, catalog: Catalog, as_of: float, config: C
     n_users, n_items, n_cats = log.n_users, catalog.n_items, catalog.n_categories
     hist = log.before(as_of)
     covisit = covisit if covisit is not None else covisitation_matrix(hist, n_items)
+    neighbours = strongest_neighbours(covisit, config.neighbours)
     h = history_matrix(log, n_users, n_items, as_of)
     pop = popularity(log, n_items, as_of)
     pop_norm = pop / pop.max() if pop.max() > 0 else pop
@@ -199,7 +231,7 @@ def generate_candidates(log: EventLog, catalog: Catalog, as_of: float, config: C
             continue
 
         # 1. co-visitation: positive scores of unseen items
-        co = (h_chunk @ covisit).tocoo()
+        co = (h_chunk @ neighbours).tocoo()
         co_row, co_item, co_score = co.row.astype(np.int64), co.col.astype(np.int64), co.data
         ok = (co_score > 0) & ~_contains(seen_codes, co_row * n_items + co_item)
         co_row, co_item, co_score = co_row[ok], co_item[ok], co_score[ok]

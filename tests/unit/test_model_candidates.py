@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from models.candidates import CandidateConfig, covisitation_matrix, generate_candidates, popular_items
 from models.features import Catalog, encode_events
@@ -79,10 +80,10 @@ def test_neighbour_lists_give_the_same_covisit_as_the_matrix():
 def _brute_force(log, catalog, as_of, config):
     """Each user's list by the documented rule, one user at a time over dense vectors: per source the best
     unseen items by score (ties by lower index), merged in source order without repeats."""
-    from models.candidates import history_matrix, popularity
+    from models.candidates import history_matrix, popularity, strongest_neighbours
 
     h = history_matrix(log, log.n_users, catalog.n_items, as_of)
-    cov = covisitation_matrix(log.before(as_of), catalog.n_items)
+    cov = strongest_neighbours(covisitation_matrix(log.before(as_of), catalog.n_items), config.neighbours)
     pop = popularity(log, catalog.n_items, as_of)
     pop_norm = pop / pop.max()
     lists = {}
@@ -115,7 +116,8 @@ def test_candidates_match_a_brute_force_over_every_user():
     catalog = Catalog.from_items(items)
     log = encode_events(events, catalog)
     as_of = float(np.median(log.ts))  # later events exist and must be ignored
-    config = CandidateConfig(n_covisit=7, n_category=6, n_popular=5, chunk_users=13)  # several chunks
+    # several chunks, and fewer neighbours than items co-visit with
+    config = CandidateConfig(n_covisit=7, n_category=6, n_popular=5, neighbours=6, chunk_users=13)
     cand = generate_candidates(log, catalog, as_of, config)
     expected = _brute_force(log, catalog, as_of, config)
     assert len(expected) > 30
@@ -145,3 +147,11 @@ def test_candidate_frame_sorts_each_list_by_score_and_cuts_it():
     assert frame["user_id"].tolist() == ["u0", "u2"]
     assert [list(x) for x in frame["candidate_item_ids"]] == [["i1", "i3", "i0"], ["i5"]]
     assert [list(x) for x in frame["candidate_scores"]] == [[0.9, 0.5, 0.2], [0.1]]
+
+
+def test_strongest_neighbours_keep_each_items_k_best():
+    from models.candidates import strongest_neighbours
+
+    dense = np.array([[0, 3, 1, 3, 2], [1, 0, 0, 0, 0], [5, 4, 0, 4, 0], [0, 0, 0, 0, 0], [2, 2, 2, 2, 0]], float)
+    kept = strongest_neighbours(sparse.csr_matrix(dense), 2).toarray()
+    assert kept.tolist() == [[0, 3, 0, 3, 0], [1, 0, 0, 0, 0], [5, 4, 0, 0, 0], [0, 0, 0, 0, 0], [2, 2, 0, 0, 0]]
