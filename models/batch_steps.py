@@ -10,6 +10,7 @@ what the monotone constraint applies to.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -186,6 +187,7 @@ def step_candidates(ctx: Any, limit: int = 100) -> str:
     covisit = covisitation_matrix(log.before(as_of), catalog.n_items)
     cand = generate_candidates(log, catalog, as_of, covisit=covisit)
     champion = load_champion(BATCH_MODEL, ctx.settings.mlflow_uri)
+    champion.model.booster.set_param({"nthread": os.cpu_count() or 1})  # millions of rows, not one request's
     users = np.repeat(np.arange(len(cand.offsets) - 1), np.diff(cand.offsets))
     ts = pd.Timestamp(ctx.as_of)
     scores = score_candidates(ctx.store, ctx.options.feature_service, log.user_ids[users].astype(str),
