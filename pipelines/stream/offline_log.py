@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -113,23 +114,52 @@ def write_chunk(view: FeatureView, chunk_name: str, rows: Sequence[list[Any]]) -
     return path
 
 
-def flush_outbox(redis_client: Any, outbox_key: str, chunk_prefix: str, max_rows: int = 100_000) -> int:
+FLUSH_LOCK_MS = 30_000  # one flusher per outbox; a crashed flusher's lock lapses after this
+# trim the flushed entries only if they are still at the head (nobody else moved them meanwhile)
+_TRIM_IF_HEAD = """
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then
+  redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def flush_outbox(redis_client: Any, outbox_key: str, chunk_prefix: str, max_rows: int = 100_000,
+                 wait_s: float = 0.0) -> int:
     """Move up to max_rows rows from a Redis outbox list into parquet; return how many were moved.
 
     Outbox entries are JSON `[view_kind, chunk_id, row]` with view_kind "user" or "item" and chunk_id
     unique per entry; the file is named after the first entry's chunk_id, and the entries are removed
-    only after the files are in place.
+    only after the files are in place. One flusher at a time per outbox (a lock in Redis): two that
+    overlapped (a processor shutting down and the partition's new owner) would both write the file of
+    the same first entry and both trim, and the second trim would drop rows no file holds. A flusher
+    that finds the lock taken waits up to `wait_s` for it, then moves nothing and returns 0.
     """
-    raw = redis_client.lrange(outbox_key, 0, max_rows - 1)
-    if not raw:
-        return 0
-    user_view, item_view = stream_feature_views()
-    entries = [json.loads(r) for r in raw]
-    name = f"{chunk_prefix}-{entries[0][1]}"
-    write_chunk(user_view, name, [e[2] for e in entries if e[0] == "user"])
-    write_chunk(item_view, name, [e[2] for e in entries if e[0] == "item"])
-    redis_client.ltrim(outbox_key, len(raw), -1)
-    return len(raw)
+    lock, token = f"{outbox_key}:flushing", os.urandom(8).hex()
+    deadline = time.monotonic() + wait_s
+    while not redis_client.set(lock, token, nx=True, px=FLUSH_LOCK_MS):
+        if time.monotonic() >= deadline:
+            return 0
+        time.sleep(0.05)
+    try:
+        raw = redis_client.lrange(outbox_key, 0, max_rows - 1)
+        if not raw:
+            return 0
+        user_view, item_view = stream_feature_views()
+        entries = [json.loads(r) for r in raw]
+        name = f"{chunk_prefix}-{entries[0][1]}"
+        write_chunk(user_view, name, [e[2] for e in entries if e[0] == "user"])
+        write_chunk(item_view, name, [e[2] for e in entries if e[0] == "item"])
+        if not redis_client.eval(_TRIM_IF_HEAD, 1, outbox_key, raw[0], len(raw)):
+            return 0  # another flusher (after this one's lock lapsed) moved them; its file stands
+        return len(raw)
+    finally:
+        redis_client.eval(_RELEASE, 1, lock, token)
 
 
 def read_log(view: FeatureView) -> pa.Table:

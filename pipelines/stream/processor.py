@@ -586,8 +586,9 @@ class StreamProcessor:
         part.last_flush = now
         part.outbox_rows = 0
         while True:
+            # at shutdown, wait for a flush another instance has under way: the rows must be on disk when we stop
             moved = flush_outbox(self.redis, key, f"{self.settings.topic}-p{partition}",
-                                 max_rows=self.config.offline_flush_rows)
+                                 max_rows=self.config.offline_flush_rows, wait_s=10.0 if force else 0.0)
             self.metrics.offline_rows.inc(moved)
             if moved < self.config.offline_flush_rows:
                 break
