@@ -27,6 +27,7 @@ from pipelines.batch.run import BatchOptions, run_batch
 from tandem.schema import EVENT_SCHEMA
 from tandem.settings import PROJECT_ROOT, Settings
 from tests.dataset_fixture import write_dataset, write_events
+from tests.feature_defects import PLANTED_FAILURES, plant_item_defects
 
 REDIS_DB = 7
 README_REDIS_DB = 8
@@ -281,19 +282,12 @@ def test_feature_checks_on_spark_name_each_defect_and_its_row_count(batch):
     table = offline.read_partitions(feast_repo.source_path("item_features_v1")).to_pandas()
     first, second = table.iloc[0].to_dict(), table.iloc[1].to_dict()
     ahead = datetime.now(UTC) + timedelta(days=30)
-    rows = pd.DataFrame([first, {**first, "conversion_rate": 1.5},                      # same key and snapshot
-                         {**second, "event_timestamp": ahead, "events_7d": -1}])         # future, negative count
-    spark_rows = batch["ctx"].spark.createDataFrame(rows)
+    spark_rows = batch["ctx"].spark.createDataFrame(pd.DataFrame(plant_item_defects(first, second, ahead)))
     report = Validator(batch["settings"]).run("item_features_defects", spark_rows,
                                               feature_table_suite(view, "item_id"))
     assert report.rows == 3
     failed = {(f.expectation, f.column, f.unexpected_count) for f in report.failures}
-    assert failed == {
-        ("expect_compound_columns_to_be_unique", "item_id,event_timestamp", 2),
-        ("expect_column_values_to_be_between", "event_timestamp", 1),
-        ("expect_column_values_to_be_between", "conversion_rate", 1),
-        ("expect_column_values_to_be_between", "events_7d", 1),
-    }
+    assert failed == PLANTED_FAILURES
 
 
 def test_candidate_scores_equal_scoring_feasts_joint_retrieval(batch):

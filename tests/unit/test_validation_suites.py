@@ -7,6 +7,7 @@ import pytest
 
 from pipelines.batch import feast_repo
 from tandem.settings import Settings
+from tests.feature_defects import PLANTED_FAILURES, plant_item_defects
 from validation.checkpoints import ValidationFailed, Validator
 from validation.suites import feature_table_suite, raw_events_suite, training_set_suite
 
@@ -64,18 +65,12 @@ def test_feature_table_suite_checks_ranges_keys_and_snapshot_times(validator):
     view = feast_repo.feature_view("item_features_v1")
     names = [f.name for f in view.features]
     good = {n: 0 for n in names} | {"category": "A", "price": 3.0, "avg_rating": None, "conversion_rate": 0.5}
-    rows = [{"item_id": "i1", "event_timestamp": NOW, **good},
-            {"item_id": "i1", "event_timestamp": NOW, **good, "conversion_rate": 1.5},
-            {"item_id": "i2", "event_timestamp": NOW + timedelta(days=3), **good, "events_7d": -1}]
+    rows = plant_item_defects({"item_id": "i1", "event_timestamp": NOW, **good},
+                              {"item_id": "i2", "event_timestamp": NOW, **good}, NOW + timedelta(days=3))
     df = pd.DataFrame(rows)
     report = validator.run("item_features_v1", df, feature_table_suite(view, "item_id", now=NOW))
     failed = {(f.expectation, f.column, f.unexpected_count) for f in report.failures}
-    assert failed == {
-        ("expect_compound_columns_to_be_unique", "item_id,event_timestamp", 2),
-        ("expect_column_values_to_be_between", "event_timestamp", 1),
-        ("expect_column_values_to_be_between", "conversion_rate", 1),
-        ("expect_column_values_to_be_between", "events_7d", 1),
-    }
+    assert failed == PLANTED_FAILURES
 
 
 def test_training_set_suite_wants_both_labels(validator):
