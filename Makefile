@@ -44,7 +44,8 @@ services-down:
 demo: services
 	$(BIN)/tandem demo
 
-test: services
+# the suite starts and stops services of its own (tests/conftest.py: .tandem/test, other ports)
+test: install system-deps
 	$(BIN)/python -m pytest tests
 
 test-unit: install

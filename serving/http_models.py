@@ -12,24 +12,13 @@ from typing import Annotated, Any
 from _bentoml_sdk.io_models import IOMixin
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from tandem.schema import EVENT_TYPES, MAX_EVENT_BYTES, MAX_ID_LENGTH, REQUIRED_FIELDS
+from tandem.schema import EVENT_TYPES, MAX_EVENT_BYTES, MAX_ID_LENGTH, MAX_VALUE, REQUIRED_FIELDS, check_id
 
 MAX_K = 100
 DEFAULT_K = 10
 MAX_EXCLUDE = 500
 # a /recommend body is small; anything bigger is refused before parsing (413)
 MAX_BODY_BYTES = max(64 * 1024, MAX_EVENT_BYTES)
-
-
-def check_id(value: str, name: str) -> str:
-    """The event schema's id rules: non-blank, at most MAX_ID_LENGTH characters, no control characters."""
-    if not value.strip():
-        raise ValueError(f"{name} must not be empty or blank")
-    if len(value) > MAX_ID_LENGTH:
-        raise ValueError(f"{name} has {len(value)} characters, at most {MAX_ID_LENGTH} allowed")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"{name} contains control characters")
-    return value
 
 
 class RecommendContext(BaseModel):
@@ -44,12 +33,12 @@ class RecommendContext(BaseModel):
     @field_validator("session_id")
     @classmethod
     def _session_id(cls, v: str | None) -> str | None:
-        return None if v is None else check_id(v, "session_id")
+        return None if v is None else check_id("session_id", v)
 
     @field_validator("exclude_item_ids")
     @classmethod
     def _exclude(cls, v: list[str]) -> list[str]:
-        return [check_id(x, "exclude_item_ids[]") for x in v]
+        return [check_id("exclude_item_ids[]", x) for x in v]
 
 
 class RecommendRequest(IOMixin, BaseModel):
@@ -65,7 +54,7 @@ class RecommendRequest(IOMixin, BaseModel):
     @field_validator("user_id")
     @classmethod
     def _user_id(cls, v: str) -> str:
-        return check_id(v, "user_id")
+        return check_id("user_id", v)
 
 
 class RecommendedItem(BaseModel):
@@ -95,14 +84,14 @@ _EVENT_DOCS = {
     "user_id": "The user (string, ≤ 128 characters).",
     "item_id": "The item (string, ≤ 128 characters).",
     "event_type": f"One of {', '.join(EVENT_TYPES)}.",
-    "value": "Rating in [0, 5] (required for `rating`) or price; optional number ≥ 0.",
+    "value": f"Rating in [0, 5] (required for `rating`) or price; optional number in [0, {MAX_VALUE:g}].",
     "ts": "Event time, ISO-8601 with a timezone, e.g. 2026-01-31T12:00:00Z.",
     "session_id": "Optional session id (string, ≤ 128 characters).",
 }
 
 
 # at least one character that is neither whitespace nor a control character, none that is a control character
-_ID_PATTERN = "^[^\\x00-\\x1f]*[^\\x00-\\x20][^\\x00-\\x1f]*$"
+_ID_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x20\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
 _ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": _ID_PATTERN}
 
 
@@ -119,7 +108,8 @@ class FeedbackEvent(IOMixin, BaseModel):
     item_id: Any = Field(None, description=_EVENT_DOCS["item_id"], json_schema_extra=_ID_SCHEMA)
     event_type: Any = Field(None, description=_EVENT_DOCS["event_type"],
                             json_schema_extra={"type": "string", "enum": list(EVENT_TYPES)})
-    value: Any = Field(None, description=_EVENT_DOCS["value"], json_schema_extra={"type": "number", "minimum": 0})
+    value: Any = Field(None, description=_EVENT_DOCS["value"], json_schema_extra={"type": "number", "minimum": 0,
+                                                                              "maximum": MAX_VALUE})
     ts: Any = Field(None, description=_EVENT_DOCS["ts"], json_schema_extra={"type": "string", "format": "date-time"})
     session_id: Any = Field(None, description=_EVENT_DOCS["session_id"], json_schema_extra=_ID_SCHEMA)
 

@@ -20,8 +20,8 @@ from prometheus_client import Counter
 from starlette.responses import JSONResponse
 
 from models.blend import blend_scores, sigmoid
-from pipelines.stream.producer import EventProducer
 from serving.features import OnlineFeatures, OnlineStoreUnavailable, UserRecord
+from serving.feedback import FeedbackProducer, FeedbackUnavailable
 from serving.http_models import (
     MAX_BODY_BYTES,
     FeedbackAccepted,
@@ -36,7 +36,7 @@ from serving.models import ChampionHolder, Ranker
 from serving.recommend import UserView, assign_variant, feature_age_s, gather_candidates, top_k
 from serving.rows import TREND_SCORE, check_columns, model_rows, online_inputs
 from serving.server import server_options
-from tandem.schema import MAX_EVENT_BYTES, EventError, validate_event
+from tandem.schema import MAX_EVENT_BYTES, EventError, decode_json, validate_event
 from tandem.settings import get_settings
 
 log = logging.getLogger("tandem.serving")
@@ -74,10 +74,10 @@ class RequestGuard:
         limit = API_PATHS.get(path)
         if limit is None or scope["method"] != "POST":
             return await self.app(scope, receive, send)
-        ctype = headers.get("content-type", b"application/json").split(b";")[0].strip().lower()
-        if ctype not in (b"application/json", b""):
-            return await _reject(send, 415, f"Content-Type {ctype.decode('latin-1')!r} is not supported; "
-                                            "send application/json")
+        ctype = headers.get("content-type", b"").split(b";")[0].strip().lower()
+        if ctype != b"application/json":
+            shown = f"Content-Type {ctype.decode('latin-1')!r} is" if ctype else "a body without a Content-Type is"
+            return await _reject(send, 415, f"{shown} not supported; send Content-Type: application/json")
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await _reject(send, 413, f"request body of {declared.decode('latin-1')} bytes is too large: "
@@ -92,6 +92,11 @@ class RequestGuard:
                 return await _reject(send, 413, f"request body is too large: at most {limit} bytes on {path}")
             if not message.get("more_body", False):
                 break
+        try:  # the schema's bounds on depth, size and number length, before BentoML's parser sees the body
+            decode_json(bytes(body), limit)
+        except EventError as exc:
+            log.info("400 on %s: %s", path, exc)
+            return await _reject(send, 400, str(exc))
         replayed = False
 
         async def replay() -> dict:
@@ -163,6 +168,31 @@ async def _reject(send: Any, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class OneLineClientErrors(logging.Filter):
+    """BentoML logs every bad request as an ERROR with a traceback; a client's mistake is one INFO line here
+    (a 5xx keeps its traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from bentoml.exceptions import BentoMLException
+        from pydantic import ValidationError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError):
+            summary = "; ".join(_describe(d) for d in exc.errors(include_context=False, include_input=False))
+        elif isinstance(exc, BentoMLException) and int(exc.error_code) < 500:
+            summary = f"{int(exc.error_code)}: {exc}"
+        else:
+            return True
+        path, method = (record.args + ("?", "?"))[:2] if isinstance(record.args, tuple) else ("?", "?")
+        record.msg, record.args = "client error on %s [%s]: %s", (path, method, summary[:500])
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(OneLineClientErrors())
+
+
 def _log_decisions_to(path: Path) -> None:
     """Send the decision log (one JSON object per line) to `path`; appends from several workers interleave by line."""
     if decisions.handlers:
@@ -201,8 +231,7 @@ class Recommender:
         # (snapshot version, batch version) → popular items, and the popular items of each category
         self._popular: tuple[tuple[str, str | None], list[str], dict[str, list[str]]] = (("", None), [], {})
         self._popular_lock = threading.Lock()
-        self._producer: Any = None
-        self._producer_lock = threading.Lock()
+        self.feedback_producer = FeedbackProducer(self.settings)
         self.features.on_items_changed.append(lambda _: self._refresh_popular())
         self.models.on_change.append(lambda _: self._refresh_popular())
         self.features.start()
@@ -345,32 +374,26 @@ class Recommender:
     # ---- /feedback ---------------------------------------------------------------------------
 
     @bentoml.api(route="/feedback", input_spec=FeedbackEvent)
-    def feedback(self, **fields: Any) -> FeedbackAccepted:
+    async def feedback(self, **fields: Any) -> FeedbackAccepted:
         """Record one interaction: validated against tandem's event schema, then produced to Kafka
-        (topic `interactions`, keyed by user id) for the stream processor."""
+        (topic `interactions`, keyed by user id) for the stream processor. 202: it is in the topic;
+        503: it was not produced (retry it: the event_id makes a retry count once)."""
         raw = {k: v for k, v in fields.items() if v is not None}
         try:
             event = validate_event(raw)
         except EventError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)  # type: ignore[return-value]
+            log.info("400 on /feedback: %s", exc)
+            return JSONResponse({"error": str(exc), "field": exc.field},  # type: ignore[return-value]
+                                status_code=400)
         try:
-            meta = self._kafka().send(event).get(timeout=5)
-        except Exception as exc:  # Kafka down is not the client's fault: 503 so it retries
-            log.warning("producing event %s failed: %s", event.event_id, exc)
-            with self._producer_lock:
-                self._producer = None
-            return JSONResponse({"error": f"event not recorded: Kafka unavailable ({type(exc).__name__})"},
-                                status_code=503)  # type: ignore[return-value]
-        return FeedbackAccepted(event_id=event.event_id, topic=meta.topic, partition=meta.partition,
-                                offset=meta.offset)
-
-    def _kafka(self) -> EventProducer:
-        with self._producer_lock:
-            if self._producer is None:
-                # the stream's shared producer (idempotent, acks=all), with short waits: the client is waiting
-                self._producer = EventProducer(self.settings, linger_ms=1, max_block_ms=3000,
-                                               request_timeout_ms=5000)
-            return self._producer
+            meta = await self.feedback_producer.produce(event)
+        except FeedbackUnavailable as exc:  # Kafka down is not the client's fault: 503 so it retries
+            log.warning("event %s not produced: %s", event.event_id, exc)
+            return JSONResponse({"error": f"event not recorded: {exc}"}, status_code=503,  # type: ignore[return-value]
+                                headers={"Retry-After": "1"})
+        accepted = FeedbackAccepted(event_id=event.event_id, topic=meta.topic, partition=meta.partition,
+                                    offset=meta.offset)
+        return JSONResponse(accepted.model_dump(), status_code=202)  # type: ignore[return-value]
 
 
 Recommender.add_asgi_middleware(RequestGuard, api_key=SETTINGS.api_key)

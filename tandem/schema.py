@@ -57,16 +57,32 @@ USER_SCHEMA = pa.schema(
 MAX_ID_LENGTH = 128
 MAX_EVENT_BYTES = 16 * 1024
 RATING_RANGE = (0.0, 5.0)
+# a price or any other value above this is a unit mistake or an attack, not a purchase
+MAX_VALUE = 1e9
 # events older than this or further in the future than MAX_FUTURE are rejected as absurd
 EARLIEST_TS = datetime(1995, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)
+MAX_TS_CHARS = 64
+# an event is one flat JSON object; anything nested deeper than this is refused before it is parsed
+MAX_JSON_DEPTH = 8
 
-
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f]")  # a regex: the stream validates every event, this is its hot path
+# the hot path of the stream validates every id: one regex for every character an id must not hold —
+# C0 and C1 control characters, DEL, and lone surrogates (which cannot be encoded as UTF-8)
+_FORBIDDEN_ID_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class EventError(ValueError):
-    """An event that does not fit the schema; the message says what and why."""
+    """An input that does not fit the schema; the message says what and why.
+
+    `field` names the offending field (None for the payload as a whole) and `kind` is a short, stable
+    label for dashboards and the DLQ (`bad_json`, `too_deep`, `oversize`, `not_an_object`, `unknown_field`,
+    `missing_field`, `wrong_type`, `bad_id`, `unknown_event_type`, `bad_value`, `bad_timestamp`).
+    """
+
+    def __init__(self, message: str, kind: str = "invalid", field: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -92,70 +108,98 @@ def format_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _parse_ts(raw: Any) -> datetime:
+def parse_ts(raw: Any, name: str = "ts") -> datetime:
+    """An ISO-8601 string (or an aware datetime) with a timezone as a UTC datetime; EventError otherwise."""
     if isinstance(raw, datetime):
         ts = raw
     elif isinstance(raw, str):
+        if len(raw) > MAX_TS_CHARS:
+            raise EventError(f"{name}: {len(raw)} characters is not a timestamp "
+                             "(expected ISO-8601, e.g. 2026-01-31T12:00:00Z)", "bad_timestamp", name)
         try:
             ts = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
-            raise EventError(f"ts: {raw!r} is not an ISO-8601 timestamp (expected e.g. 2026-01-31T12:00:00Z)") from None
+            raise EventError(f"{name}: {raw!r} is not an ISO-8601 timestamp (expected e.g. 2026-01-31T12:00:00Z)",
+                             "bad_timestamp", name) from None
     else:
-        raise EventError(f"ts: expected an ISO-8601 string, got {type(raw).__name__}")
-    if ts.tzinfo is None:
-        raise EventError(f"ts: {raw!r} has no timezone (expected UTC, e.g. 2026-01-31T12:00:00Z)")
-    return ts.astimezone(UTC)
+        raise EventError(f"{name}: expected an ISO-8601 string, got {type(raw).__name__}", "wrong_type", name)
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise EventError(f"{name}: {raw!r} has no timezone (expected UTC, e.g. 2026-01-31T12:00:00Z)",
+                         "bad_timestamp", name)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 or 9999-12-31T23:00:00-05:00: no UTC time exists
+        raise EventError(f"{name}: {raw!r} is outside the range of representable UTC times",
+                         "bad_timestamp", name) from None
 
 
-def _check_id(name: str, raw: Any, required: bool) -> str | None:
+def check_id(name: str, raw: Any, required: bool = True) -> str | None:
+    """The one rule for ids (event, user, item, session): a non-blank string of at most MAX_ID_LENGTH
+    characters, with no control characters and no lone surrogates (so it is valid UTF-8)."""
     if raw is None:
         if required:
-            raise EventError(f"{name}: missing (required)")
+            raise EventError(f"{name}: missing (required)", "missing_field", name)
         return None
     if not isinstance(raw, str):
-        raise EventError(f"{name}: expected a string, got {type(raw).__name__}")
-    if not raw.strip():
-        raise EventError(f"{name}: empty string")
+        raise EventError(f"{name}: expected a string, got {type(raw).__name__}", "wrong_type", name)
     if len(raw) > MAX_ID_LENGTH:
-        raise EventError(f"{name}: {len(raw)} characters, at most {MAX_ID_LENGTH} allowed")
-    if _CONTROL_CHARS.search(raw):
-        raise EventError(f"{name}: contains control characters")
+        raise EventError(f"{name}: {len(raw)} characters, at most {MAX_ID_LENGTH} allowed", "bad_id", name)
+    if not raw.strip():
+        raise EventError(f"{name}: empty or blank string", "bad_id", name)
+    bad = _FORBIDDEN_ID_CHARS.search(raw)
+    if bad:
+        what = "a lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "a control character"
+        raise EventError(f"{name}: contains {what} (U+{ord(bad.group()):04X} at position {bad.start()})",
+                         "bad_id", name)
     return raw
+
+
+def check_value(raw: Any, event_type: str | None = None) -> float | None:
+    """`value`: absent, or a finite number in [0, MAX_VALUE]; a rating needs one in RATING_RANGE."""
+    value = raw
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EventError(f"value: expected a number, got {type(value).__name__}", "wrong_type", "value")
+        # float() of a 400-digit integer overflows: compare integers as integers first
+        if isinstance(value, int) and not 0 <= value <= MAX_VALUE:
+            shown = str(value) if abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+            raise EventError(f"value: {shown} must be a finite number in [0, {MAX_VALUE:g}]", "bad_value", "value")
+        value = float(value)
+        if not math.isfinite(value) or not 0 <= value <= MAX_VALUE:
+            raise EventError(f"value: {value!r} must be a finite number in [0, {MAX_VALUE:g}]", "bad_value", "value")
+    if event_type == "rating":
+        lo, hi = RATING_RANGE
+        if value is None or not lo <= value <= hi:
+            raise EventError(f"value: a rating needs a value in [{lo}, {hi}], got {value!r}", "bad_value", "value")
+    return value
 
 
 def validate_event(raw: dict[str, Any], now: datetime | None = None) -> Event:
     """Check one event (as decoded JSON) against the schema; raise EventError naming the problem."""
     if not isinstance(raw, dict):
-        raise EventError(f"expected a JSON object, got {type(raw).__name__}")
+        raise EventError(f"expected a JSON object, got {type(raw).__name__}", "not_an_object")
     unknown = sorted(set(raw) - set(EVENT_FIELDS))
     if unknown:
-        raise EventError(f"unknown field(s) {', '.join(unknown)}; expected only {', '.join(EVENT_FIELDS)}")
+        shown = ", ".join(u[:40] for u in unknown[:5])
+        raise EventError(f"unknown field(s) {shown}; expected only {', '.join(EVENT_FIELDS)}", "unknown_field")
     for name in REQUIRED_FIELDS:
         if raw.get(name) is None:
-            raise EventError(f"{name}: missing (required)")
-    event_id = _check_id("event_id", raw["event_id"], True)
-    user_id = _check_id("user_id", raw["user_id"], True)
-    item_id = _check_id("item_id", raw["item_id"], True)
-    session_id = _check_id("session_id", raw.get("session_id"), False)
+            raise EventError(f"{name}: missing (required)", "missing_field", name)
+    event_id = check_id("event_id", raw["event_id"])
+    user_id = check_id("user_id", raw["user_id"])
+    item_id = check_id("item_id", raw["item_id"])
+    session_id = check_id("session_id", raw.get("session_id"), required=False)
     event_type = raw["event_type"]
-    if event_type not in EVENT_TYPES:
-        raise EventError(f"event_type: {event_type!r} is not one of {', '.join(EVENT_TYPES)}")
-    value = raw.get("value")
-    if value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise EventError(f"value: expected a number, got {type(value).__name__}")
-        value = float(value)
-        if not math.isfinite(value) or value < 0:
-            raise EventError(f"value: {value!r} must be a finite number >= 0")
-    if event_type == "rating":
-        lo, hi = RATING_RANGE
-        if value is None or not lo <= value <= hi:
-            raise EventError(f"value: a rating needs a value in [{lo}, {hi}], got {value!r}")
-    ts = _parse_ts(raw["ts"])
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
+        shown = repr(event_type)[:40] if isinstance(event_type, str) else type(event_type).__name__
+        raise EventError(f"event_type: {shown} is not one of {', '.join(EVENT_TYPES)}", "unknown_event_type",
+                         "event_type")
+    value = check_value(raw.get("value"), event_type)
+    ts = parse_ts(raw["ts"])
     now = now or datetime.now(UTC)
     if ts < EARLIEST_TS or ts > now + MAX_FUTURE:
         raise EventError(f"ts: {format_ts(ts)} is outside the accepted range "
-                         f"[{format_ts(EARLIEST_TS)}, now + {MAX_FUTURE}]")
+                         f"[{format_ts(EARLIEST_TS)}, now + {MAX_FUTURE}]", "bad_timestamp", "ts")
     return Event(
         event_id=event_id,  # type: ignore[arg-type]
         user_id=user_id,  # type: ignore[arg-type]
@@ -167,16 +211,53 @@ def validate_event(raw: dict[str, Any], now: datetime | None = None) -> Event:
     )
 
 
+def json_depth(text: str) -> int:
+    """How deeply arrays/objects nest in a JSON text (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def decode_json(payload: bytes | str, limit: int = MAX_EVENT_BYTES) -> Any:
+    """A JSON payload of at most `limit` bytes and MAX_JSON_DEPTH levels, decoded; EventError otherwise."""
+    size = len(payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload)
+    if size > limit:
+        raise EventError(f"payload is {size} bytes, at most {limit} allowed", "oversize")
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray, memoryview)) else payload
+    except UnicodeDecodeError as exc:
+        raise EventError(f"not valid JSON: the payload is not UTF-8 ({exc.reason} at byte {exc.start})",
+                         "bad_json") from None
+    # counting brackets is cheap; the exact scan runs only when there are enough of them to matter
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(text) > MAX_JSON_DEPTH:
+        raise EventError(f"not valid JSON for an event: nested deeper than {MAX_JSON_DEPTH} levels", "too_deep")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise EventError(f"not valid JSON for an event: nested deeper than {MAX_JSON_DEPTH} levels",
+                         "too_deep") from None
+    except ValueError as exc:  # JSONDecodeError, and the 4,300-digit limit on integers
+        raise EventError(f"not valid JSON: {exc}", "bad_json") from None
+
+
 def decode_event(payload: bytes | str, now: datetime | None = None) -> Event:
     """Decode a Kafka/HTTP payload into a valid Event, or raise EventError with the reason."""
-    size = len(payload.encode() if isinstance(payload, str) else payload)
-    if size > MAX_EVENT_BYTES:
-        raise EventError(f"payload is {size} bytes, at most {MAX_EVENT_BYTES} allowed")
-    try:
-        raw = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EventError(f"not valid JSON: {exc}") from None
-    return validate_event(raw, now=now)
+    return validate_event(decode_json(payload), now=now)
 
 
 def events_table(events: list[Event]) -> pa.Table:
@@ -192,8 +273,9 @@ def conform_events(table: pa.Table) -> pa.Table:
     """Cast a table to the canonical event schema, or raise EventError naming the mismatch."""
     missing = [n for n in EVENT_FIELDS if n not in table.column_names]
     if missing:
-        raise EventError(f"missing column(s) {', '.join(missing)}; expected {', '.join(EVENT_FIELDS)}")
+        raise EventError(f"missing column(s) {', '.join(missing)}; expected {', '.join(EVENT_FIELDS)}",
+                         "missing_field")
     try:
         return table.select(list(EVENT_FIELDS)).cast(EVENT_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        raise EventError(f"columns do not match the event schema: {exc}") from None
+        raise EventError(f"columns do not match the event schema: {exc}", "wrong_type") from None

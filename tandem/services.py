@@ -291,7 +291,7 @@ class KafkaService(LocalService):
 
     @property
     def libs(self) -> Path:
-        return self.kafka_home / "libs"
+        return self.settings.kafka_libs
 
     def host_port(self) -> tuple[str, int]:
         return self.settings.kafka_host_port
@@ -306,6 +306,7 @@ class KafkaService(LocalService):
         if shutil.which("java") is None:
             raise ServiceError("kafka: `java` not found; the Kafka broker needs Java 17 or newer")
         self.fetch_jars(report)
+        self.kafka_home.mkdir(parents=True, exist_ok=True)  # the jars may live elsewhere (TANDEM_KAFKA_LIBS)
         self._write_config()
         if not (self.kafka_home / "data" / "meta.properties").exists():
             report("kafka: formatting the KRaft log directory")

@@ -143,6 +143,11 @@ class Settings:
         return Path(_env("TANDEM_DECISION_LOG", str(self.serving_cache_dir / "decisions.jsonl")))
 
     @property
+    def kafka_libs(self) -> Path:
+        """The Apache Kafka broker jars, fetched from Maven Central once (TANDEM_KAFKA_LIBS: a shared cache)."""
+        return Path(_env("TANDEM_KAFKA_LIBS", str(self.home / "kafka" / "libs")))
+
+    @property
     def run_dir(self) -> Path:
         """PID files and logs of the local services."""
         return self.home / "run"

@@ -2,9 +2,9 @@
 
 | metric | type | meaning |
 |---|---|---|
-| tandem_stream_events_total{result} | counter | records handled: applied, dlq, replayed (already applied, skipped) |
+| tandem_stream_events_total{result} | counter | applied, dlq, replayed (applied before), rekeyed (see processor) |
 | tandem_stream_events_per_second | gauge | applied + dlq records per second over the last ~5 s |
-| tandem_stream_dlq_total{kind} | counter | records sent to the DLQ, by kind of problem |
+| tandem_stream_dlq_total{kind} | counter | DLQ records by kind: an EventError kind, undecodable, unapplicable |
 | tandem_stream_consumer_lag{partition} | gauge | log-end offset minus the next offset to process |
 | tandem_stream_freshness_seconds | histogram | produce time of a record to its features being visible in Redis |
 | tandem_stream_batch_seconds / _batch_events | histogram | micro-batch processing time and size |
@@ -66,14 +66,3 @@ class StreamMetrics:
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Expose /metrics on host:port (a background thread)."""
         start_http_server(port, addr=host, registry=self.registry)
-
-
-def dlq_kind(reason: str) -> str:
-    """A short label for a DLQ reason (the full reason text travels with the DLQ record)."""
-    checks = (("not valid JSON", "bad_json"), ("payload is", "oversize"), ("missing", "missing_field"),
-              ("unknown field", "unknown_field"), ("event_type:", "unknown_event_type"), ("ts:", "bad_timestamp"),
-              ("expected", "wrong_type"))
-    for needle, kind in checks:
-        if needle in reason:
-            return kind
-    return "invalid"

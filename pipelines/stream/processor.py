@@ -6,7 +6,10 @@ Each poll of the consumer is one micro-batch (bounded by `max_batch` records and
 1. drops records at or below the partition's *applied offset* (kept in Redis, see below)
    — they were applied before a crash or by a previous owner of the partition;
 2. decodes every record with tandem.schema.decode_event; a bad one goes to the DLQ
-   topic with its reason (and never stops the processor);
+   topic with its reason and kind (and never stops the processor). A valid event in a
+   partition other than its user's (a producer that did not key by user_id) is re-keyed:
+   produced again to its user's partition, where it is applied, so one instance stays the
+   only writer of each user's state;
 3. folds the valid events into per-user and per-item state with the pure functions of
    session_features.py (event-time semantics, so late and out-of-order events land
    where they belong);
@@ -18,6 +21,10 @@ Each poll of the consumer is one micro-batch (bounded by `max_batch` records and
    makes it retry or, for a partition applied further by someone else, refuse the
    batch and resume from the stored offset (a fence);
 5. commits the Kafka offsets — only after the writes they cover.
+
+Whatever else one record makes a step raise is that record's problem, not the batch's: when a
+micro-batch cannot be written for a reason other than an outage, its records are applied one at a
+time and the one that fails (while a write without it succeeds) goes to the DLQ as `unapplicable`.
 
 A kill -9 anywhere in this sequence is safe: before EXEC nothing happened; after EXEC
 the applied offset says so and the re-delivered records are skipped, so a restart
@@ -51,16 +58,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from pipelines.stream.examples import ExampleSink, LabelledExample, NullExampleSink
-from pipelines.stream.metrics import StreamMetrics, dlq_kind
+from pipelines.stream.metrics import StreamMetrics
 from pipelines.stream.offline_log import flush_outbox, outbox_row
 from pipelines.stream.online_format import StreamCodecs, stream_codecs
 from pipelines.stream.session_features import (
     ItemState,
     UserState,
+    entry_interaction,
     fold_item,
     fold_user,
+    fresh_entries,
     item_features,
-    item_interaction,
     user_entry,
     user_features,
 )
@@ -72,6 +80,31 @@ log = logging.getLogger("tandem.stream")
 STATE_TTL_S = 7 * 86_400
 DLQ_PAYLOAD_LIMIT = 4096
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# Redis answers these when it cannot take writes for a while (not because of what was written)
+_REDIS_BUSY_PREFIXES = ("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "MISCONF", "NOREPLICAS", "TRYAGAIN",
+                        "CLUSTERDOWN")
+USER_PARTITION_CACHE = 200_000
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as the Java and kafka-python clients) gives a key."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def redis_busy(exc: BaseException) -> bool:
+    """A Redis error that says the server cannot write now (out of memory, read-only, loading, ...)."""
+    return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(_REDIS_BUSY_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record set aside: to the DLQ with its reason and kind."""
+
+    record: Any
+    reason: str
+    kind: str
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -196,6 +229,8 @@ class StreamProcessor:
         self._rebalances: queue.SimpleQueue[tuple[str, list[Any]]] = queue.SimpleQueue()
         self._last_commit = time.monotonic()
         self._revoked_at: float | None = None  # when partitions were revoked with no assignment since
+        self._user_partition: dict[str, int] = {}
+        self._partition_count = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -361,16 +396,34 @@ class StreamProcessor:
         if not batch:
             return
         valid: dict[int, list[tuple[Any, Event]]] = {}
-        bad: list[tuple[Any, str]] = []
+        bad: list[Rejected] = []
+        rekeyed: list[tuple[Any, Event, int]] = []
+        partitions = self._topic_partitions()
         for tp, recs in batch.items():
             good = valid.setdefault(tp.partition, [])
             for r in recs:
                 try:
-                    good.append((r, decode_event(r.value or b"")))
+                    event = decode_event(r.value or b"")
                 except EventError as exc:
-                    bad.append((r, str(exc)))
-        if bad:
-            self._send_dlq(bad)
+                    bad.append(Rejected(r, str(exc), exc.kind))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - whatever a record makes decoding raise is its own problem
+                    bad.append(Rejected(r, f"could not be decoded: {type(exc).__name__}: {exc}", "undecodable"))
+                    continue
+                home = self._home_partition(event.user_id, partitions)
+                if home == tp.partition:
+                    good.append((r, event))
+                else:
+                    rekeyed.append((r, event, home))
+        if bad or rekeyed:
+            self._deliver([self._dlq_message(x) for x in bad] + [self._rekey_message(r, e, home)
+                                                                  for r, e, home in rekeyed])
+            self._count_rejected(bad)
+            if rekeyed:
+                self.metrics.events.labels("rekeyed").inc(len(rekeyed))
+                log.warning("events not keyed by user re-keyed to their user's partition",
+                            extra={"fields": {"count": len(rekeyed), "example_partition": rekeyed[0][0].partition,
+                                              "example_offset": rekeyed[0][0].offset}})
         last = {tp.partition: recs[-1].offset for tp, recs in batch.items()}
         applied = self._apply(valid, last)
         done = time.time()
@@ -389,19 +442,66 @@ class StreamProcessor:
         self.metrics.batch_events.observe(n)
         self.metrics.batch_seconds.observe(time.monotonic() - started)
 
-    def _send_dlq(self, bad: list[tuple[Any, str]]) -> None:
-        for r, reason in bad:
-            payload = r.value or b""
-            doc = {"reason": reason, "kind": dlq_kind(reason), "topic": r.topic, "partition": r.partition,
-                   "offset": r.offset, "key": r.key.decode("utf8", "replace") if r.key else None,
-                   "payload": payload[:DLQ_PAYLOAD_LIMIT].decode("utf8", "replace"), "payload_bytes": len(payload),
-                   "processor": self.config.instance}
-            self._dlq.send(self.settings.dlq_topic, key=r.key, value=json.dumps(doc).encode())
-            self.metrics.dlq.labels(doc["kind"]).inc()
+    def _topic_partitions(self) -> int:
+        """How many partitions the topic has (what the default partitioner hashes keys over)."""
+        known = self._consumer.partitions_for_topic(self.settings.topic) if self._consumer is not None else None
+        count = len(known) if known else max(self.partitions, default=-1) + 1
+        if count != self._partition_count:
+            self._partition_count = count
+            self._user_partition.clear()
+        return count
+
+    def _home_partition(self, user_id: str, partitions: int) -> int:
+        home = self._user_partition.get(user_id)
+        if home is None:
+            if len(self._user_partition) >= USER_PARTITION_CACHE:
+                self._user_partition.clear()
+            home = self._user_partition[user_id] = partition_for(user_id.encode(), partitions)
+        return home
+
+    def _dlq_message(self, rejected: Rejected) -> tuple[str, bytes | None, bytes, int | None]:
+        r = rejected.record
+        payload = r.value or b""
+        doc = {"reason": rejected.reason, "kind": rejected.kind, "topic": r.topic, "partition": r.partition,
+               "offset": r.offset, "key": r.key.decode("utf8", "replace") if r.key else None,
+               "payload": payload[:DLQ_PAYLOAD_LIMIT].decode("utf8", "replace"), "payload_bytes": len(payload),
+               "processor": self.config.instance}
+        return self.settings.dlq_topic, r.key, json.dumps(doc).encode(), None
+
+    def _rekey_message(self, record: Any, event: Event, home: int) -> tuple[str, bytes | None, bytes, int | None]:
+        # the payload as it came (it decoded to a valid event); a crash before the batch is applied
+        # re-sends it, which its event_id makes harmless
+        return self.settings.topic, event.user_id.encode(), record.value, home
+
+    def _count_rejected(self, bad: list[Rejected]) -> None:
+        for x in bad:
+            self.metrics.dlq.labels(x.kind).inc()
             log.warning("event sent to the DLQ", extra={"fields": {
-                "partition": r.partition, "offset": r.offset, "reason": reason}})
-        self._dlq.flush()  # the DLQ holds them before their offsets can be applied/committed
-        self.metrics.events.labels("dlq").inc(len(bad))
+                "partition": x.record.partition, "offset": x.record.offset, "kind": x.kind, "reason": x.reason}})
+        if bad:
+            self.metrics.events.labels("dlq").inc(len(bad))
+
+    def _deliver(self, messages: list[tuple[str, bytes | None, bytes, int | None]]) -> None:
+        """Produce messages and wait until Kafka has every one of them (retrying what failed): they must be
+        in the DLQ or re-keyed before the offsets they came from can be applied."""
+        delay = 0.1
+        pending = messages
+        while pending:
+            futures = [(m, self._dlq.send(m[0], key=m[1], value=m[2], partition=m[3])) for m in pending]
+            try:
+                self._dlq.flush(timeout=30)
+            except Exception as exc:  # noqa: BLE001 - KafkaTimeoutError: what is not done is retried below
+                log.warning("waiting for Kafka to take DLQ/re-keyed records: %s", exc)
+            failed = [(m, f) for m, f in futures if not (f.is_done and f.succeeded())]
+            pending = [m for m, _ in failed]
+            if pending:
+                if self._stop.is_set():
+                    raise RuntimeError(f"stopping with {len(pending)} DLQ/re-keyed record(s) not delivered; "
+                                       "their offsets stay unapplied")
+                error = failed[0][1].exception if failed[0][1].is_done else "timed out"
+                log.warning("Kafka did not take %d DLQ/re-keyed record(s), retrying: %s", len(pending), error)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _load_applied(self, partition: int) -> int:
         raw = self.redis.get(self.keys.applied(partition))
@@ -434,26 +534,83 @@ class StreamProcessor:
                 self._with_redis(lambda: self._transaction(valid, pending))
                 return set(pending)
             except FenceConflict as conflict:
-                self.metrics.fence_conflicts.inc()
-                log.warning("fenced: partition applied further elsewhere, resuming from there",
-                            extra={"fields": {"partitions": conflict.partitions}})
-                for p, stored in conflict.partitions.items():
-                    pending.pop(p, None)
-                    part = self.partitions.get(p)
-                    if part is not None:
-                        part.users.clear()
-                        part.applied = stored
-                        self._seek(p, stored + 1)
+                self._fenced(conflict, pending)
+            except _REDIS_DOWN:
+                raise  # only while stopping: _with_redis waits out an outage otherwise
+            except Exception as exc:  # noqa: BLE001 - not an outage: maybe one record; find it and set it aside
+                if redis_busy(exc):
+                    return self._back_off(pending, exc)
+                log.warning("micro-batch could not be written; applying its records one at a time",
+                            extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+                try:
+                    return self._apply_one_by_one(valid, pending)
+                except _REDIS_DOWN:
+                    raise
+                except Exception as again:  # noqa: BLE001 - not a record's fault: wait and retry the batch
+                    return self._back_off(pending, again)
         return set()
+
+    def _fenced(self, conflict: FenceConflict, pending: dict[int, int]) -> None:
+        self.metrics.fence_conflicts.inc()
+        log.warning("fenced: partition applied further elsewhere, resuming from there",
+                    extra={"fields": {"partitions": conflict.partitions}})
+        for p, stored in conflict.partitions.items():
+            pending.pop(p, None)
+            part = self.partitions.get(p)
+            if part is not None:
+                part.users.clear()
+                part.applied = stored
+                self._seek(p, stored + 1)
+
+    def _back_off(self, pending: dict[int, int], exc: BaseException) -> set[int]:
+        """Nothing of the batch was applied for a reason that is not one record's: consume it again later."""
+        self.metrics.redis_retries.inc()
+        log.error("micro-batch not applied, retrying it: %s: %s", type(exc).__name__, exc)
+        for p in pending:
+            part = self.partitions.get(p)
+            if part is not None and part.applied is not None:
+                part.users.clear()
+                self._seek(p, part.applied + 1)
+        time.sleep(min(self.config.redis_backoff_max_s, 1.0))
+        return set()
+
+    def _apply_one_by_one(self, valid: dict[int, list[tuple[Any, Event]]], pending: dict[int, int]) -> set[int]:
+        """Apply each record in its own transaction; one that fails while the same write without it succeeds
+        goes to the DLQ as `unapplicable`. Raises when even a write without the record fails."""
+        done: set[int] = set()
+        for p, last in list(pending.items()):
+            try:
+                for r, event in valid.get(p, ()):
+                    try:
+                        self._write_partition(p, [(r, event)], r.offset)
+                        continue
+                    except (FenceConflict, *_REDIS_DOWN):
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - is it this record? the same write without it tells
+                        self._write_partition(p, [], self.partitions[p].applied)
+                        rejected = Rejected(r, f"could not be applied: {type(exc).__name__}: {exc}", "unapplicable")
+                    self._deliver([self._dlq_message(rejected)])
+                    self._count_rejected([rejected])
+                    self._write_partition(p, [], r.offset)
+                if self.partitions[p].applied != last:
+                    self._write_partition(p, [], last)
+                done.add(p)
+            except FenceConflict as conflict:
+                self._fenced(conflict, pending)
+        return done
+
+    def _write_partition(self, partition: int, records: list[tuple[Any, Event]], offset: int | None) -> None:
+        """One transaction: these records of one partition, and its applied offset moved to `offset`."""
+        self._with_redis(lambda: self._transaction({partition: records}, {partition: offset}))
 
     def _transaction(self, valid: dict[int, list[tuple[Any, Event]]], last: dict[int, int]) -> None:
         user_codec = self.codecs.user
         by_user: dict[tuple[int, str], list[Event]] = defaultdict(list)
-        by_item: dict[str, list[Event]] = defaultdict(list)
+        # an item counts the events that are new to their user's state: a re-sent event counts once
+        by_item: dict[str, list[tuple[int, bool]]] = defaultdict(list)
         for p in last:
             for _, event in valid.get(p, ()):
                 by_user[(p, event.user_id)].append(event)
-                by_item[event.item_id].append(event)
         # user state: this instance is the partition's only writer, so cached state is current
         missing = [(p, u) for (p, u) in by_user if u not in self.partitions[p].users]
         if missing:
@@ -464,14 +621,22 @@ class StreamProcessor:
         examples: list[LabelledExample] = []
         for (p, u), events in by_user.items():
             state = self.partitions[p].users[u]
+            entries = [user_entry(e, self.catalog) for e in events]
+            fresh = fresh_entries(state, entries)
             if self.sink.wants_examples:
-                for e in events:
+                unseen = {f[1] for f in fresh}
+                for e, entry in zip(events, entries, strict=True):
+                    if entry[1] not in unseen:
+                        continue  # a re-sent event teaches the online model nothing new
+                    unseen.discard(entry[1])
                     before = user_features(state) if state.entries else None
                     examples.append(LabelledExample(e.event_id, e.user_id, e.item_id, e.event_type, e.value, e.ts,
                                                     before))
-                    state = fold_user(state, [user_entry(e, self.catalog)])
+                    state = fold_user(state, [entry])
             else:
-                state = fold_user(state, [user_entry(e, self.catalog) for e in events])
+                state = fold_user(state, fresh)
+            for entry in fresh:
+                by_item[entry[2]].append(entry_interaction(entry))
             new_users[(p, u)] = state
         if examples:
             # the online model learns from these; a failing sink must never stop feature ingestion
@@ -522,7 +687,7 @@ class StreamProcessor:
             if conflicts:
                 raise FenceConflict(conflicts)
             raws = pipe.mget(item_keys) if item_keys else []
-            new_items = {i: fold_item(ItemState.from_json(raw), [item_interaction(e) for e in by_item[i]])
+            new_items = {i: fold_item(ItemState.from_json(raw), by_item[i])
                          for i, raw in zip(item_ids, raws, strict=True)}
             pipe.multi()
             created = time.time_ns() // 1000

@@ -1,4 +1,4 @@
-"""Producing events into Kafka: the replayer behind `tandem stream replay`, and the producer `POST /feedback` uses.
+"""Producing events into Kafka: the replayer behind `tandem stream replay`, and the producer under `POST /feedback`.
 
 Every event goes to the interactions topic as the schema's JSON (tandem.schema.Event.to_json),
 keyed by user_id so one user's events stay in one partition, in order. The producer is
@@ -64,8 +64,13 @@ class EventProducer:
         if failed:
             raise DeliveryError(f"{failed} event(s) were not delivered to topic {self.topic!r}: {error}")
 
-    def close(self) -> None:
-        self._producer.close(timeout=30)
+    def partitions(self) -> set[int]:
+        """The topic's partitions (fetches its metadata if needed, waiting at most max_block_ms)."""
+        return self._producer.partitions_for(self.topic)
+
+    def close(self, timeout: float = 30) -> None:
+        """Deliver what is queued within `timeout` seconds; 0 drops whatever is still queued."""
+        self._producer.close(timeout=timeout)
 
     def __enter__(self) -> EventProducer:
         return self
@@ -109,7 +114,7 @@ def replay(producer: EventProducer, events: Sequence[Event], rate: float | None 
 
 
 def produce_events(settings: Settings, events: Iterable[Event]) -> int:
-    """Produce events and wait for delivery (what POST /feedback calls, one event or a few)."""
+    """Produce events and wait for delivery (a few events from a script or a notebook)."""
     n = 0
     with EventProducer(settings) as producer:
         for event in events:

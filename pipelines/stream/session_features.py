@@ -10,7 +10,13 @@ events land where they belong and a crash-and-replay gives what one clean pass g
   with ts in [L - USER_HORIZON, L] (at most USER_MAX_EVENTS of them, the newest),
   de-duplicated by event_id;
 * an item's features are computed as of the item's latest event time over one-minute
-  buckets covering the last ITEM_WINDOW_MINUTES minutes.
+  buckets covering the last ITEM_WINDOW_MINUTES minutes, each event_id counted once.
+
+The stream de-duplicates item counts through the user's state: an event counts for its item
+when it is new to its user's state (`fresh_entries`), so a re-sent event counts once as long as
+its user's state still holds it — the user's last USER_HORIZON_S of event time, at most
+USER_MAX_EVENTS events, which covers the item window for all but users with more than
+USER_MAX_EVENTS events in it.
 """
 
 from __future__ import annotations
@@ -93,6 +99,17 @@ class ItemState:
 def user_entry(event: Event, catalog: Mapping[str, str]) -> UserEntry:
     return (ts_micros(event.ts), event.event_id, event.item_id, event.event_type,
             catalog.get(event.item_id, UNKNOWN_CATEGORY))
+
+
+def fresh_entries(state: UserState | None, entries: Iterable[UserEntry]) -> list[UserEntry]:
+    """The entries whose event_id the state does not hold yet, each id once (first occurrence wins)."""
+    seen = {e[1] for e in state.entries} if state else set()
+    fresh = []
+    for entry in entries:
+        if entry[1] not in seen:
+            seen.add(entry[1])
+            fresh.append(entry)
+    return fresh
 
 
 def fold_user(state: UserState | None, entries: Iterable[UserEntry]) -> UserState:
@@ -189,6 +206,11 @@ def item_interaction(event: Event) -> tuple[int, bool]:
     return ts_micros(event.ts), event.event_type in _POSITIVE
 
 
+def entry_interaction(entry: UserEntry) -> tuple[int, bool]:
+    """What an item's trending counts take from one user-state entry (the same as item_interaction)."""
+    return entry[0], entry[3] in _POSITIVE
+
+
 @dataclass
 class LogFeatures:
     """Features computed from scratch over a whole log: the reference the stream must reproduce."""
@@ -204,7 +226,11 @@ def features_from_log(events: Iterable[Event], catalog: Mapping[str, str] | None
     catalog = catalog or {}
     by_user: dict[str, list[UserEntry]] = {}
     by_item: dict[str, list[tuple[int, bool]]] = {}
+    seen: set[str] = set()
     for event in events:
+        if event.event_id in seen:
+            continue  # a re-sent event counts once, in user and item features alike
+        seen.add(event.event_id)
         by_user.setdefault(event.user_id, []).append(user_entry(event, catalog))
         by_item.setdefault(event.item_id, []).append(item_interaction(event))
     users = {u: fold_user(None, entries) for u, entries in by_user.items()}

@@ -18,10 +18,6 @@ def test_demo_shows_recommendations_change_after_streamed_clicks(tmp_path):
            "TANDEM_REDIS_URL": "redis://127.0.0.1:16391/0", "TANDEM_KAFKA_BOOTSTRAP": "127.0.0.1:19191",
            "TANDEM_KAFKA_CONTROLLER_PORT": "19192", "MLFLOW_TRACKING_URI": "http://127.0.0.1:15091",
            "TANDEM_SERVE_PORT": "3191", "TANDEM_STREAM_METRICS_PORT": "9191", "COLUMNS": "120"}
-    libs = ROOT / ".tandem" / "kafka" / "libs"
-    if libs.exists():  # reuse the broker jars `make test` already fetched
-        (tmp_path / "home" / "kafka").mkdir(parents=True)
-        os.symlink(libs, tmp_path / "home" / "kafka" / "libs")
 
     def tandem(*args, timeout):
         return subprocess.run([sys.executable, "-m", "tandem", *args], env=env, cwd=ROOT, capture_output=True,

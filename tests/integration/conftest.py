@@ -1,4 +1,6 @@
-"""Integration tests run against the real local services started by `tandem services up`."""
+"""Integration tests run against real local services: the suite's own (tests/conftest.py), started here."""
+
+import os
 
 import pytest
 
@@ -8,10 +10,18 @@ from tandem.settings import get_settings
 
 @pytest.fixture(scope="session")
 def settings():
+    """The suite's settings, its services up; those this session started are stopped when it ends
+    (TANDEM_TEST_KEEP_SERVICES=1 keeps them for the next run)."""
     s = get_settings()
+    started = []
     for svc in services(s):
+        if svc.status().state == "stopped":
+            started.append(svc)
         svc.up()
-    return s
+    yield s
+    if os.environ.get("TANDEM_TEST_KEEP_SERVICES", "") not in ("1", "true"):
+        for svc in reversed(started):
+            svc.down()
 
 
 def pytest_collection_modifyitems(items):

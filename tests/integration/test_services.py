@@ -112,11 +112,6 @@ def test_services_cli_up_status_down_on_other_ports(tmp_path):
     env = {**os.environ, "TANDEM_HOME": str(tmp_path / "home"),
            "TANDEM_REDIS_URL": "redis://127.0.0.1:16379/0", "TANDEM_KAFKA_BOOTSTRAP": "127.0.0.1:19092",
            "TANDEM_KAFKA_CONTROLLER_PORT": "19093", "MLFLOW_TRACKING_URI": "http://127.0.0.1:15000"}
-    # reuse the already-fetched broker jars instead of resolving them again
-    libs = root / ".tandem" / "kafka" / "libs"
-    if libs.exists():
-        (tmp_path / "home" / "kafka").mkdir(parents=True)
-        os.symlink(libs, tmp_path / "home" / "kafka" / "libs")
 
     def tandem(*args):
         return subprocess.run([sys.executable, "-m", "tandem", *args], env=env, cwd=root,

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -49,9 +49,10 @@ def _free_port() -> int:
 
 
 class Api:
-    def __init__(self, base: str, api_key: str | None = API_KEY):
+    def __init__(self, base: str, api_key: str | None = API_KEY, log: Path | None = None):
         self.base = base
         self.api_key = api_key
+        self.log = log
 
     def call(self, method: str, path: str, body: bytes | dict | None = None, headers: dict | None = None,
              timeout: float = 10) -> tuple[int, dict | str]:
@@ -82,14 +83,15 @@ def versions(settings):
 
 
 @contextmanager
-def _serve(log: Path) -> Iterator[Api]:
+def _serve(log: Path, **env_overrides: str) -> Iterator[Api]:
     """`tandem serve` on a free loopback port, ready (batch champion loaded) before this yields."""
     port = _free_port()
-    env = {**os.environ, "TANDEM_MODEL_POLL_S": "1", "TANDEM_SERVE_PORT": str(port), "TANDEM_API_KEY": API_KEY}
+    env = {**os.environ, "TANDEM_MODEL_POLL_S": "1", "TANDEM_SERVE_PORT": str(port), "TANDEM_API_KEY": API_KEY,
+           **env_overrides}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve"], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    client = Api(f"http://127.0.0.1:{port}")
+    client = Api(f"http://127.0.0.1:{port}", log=log)
     try:
         ready = wait_until(lambda: proc.poll() is not None or _ready(client), timeout=90, interval=0.5)
         assert ready and proc.poll() is None, log.read_text()[-3000:]
@@ -278,7 +280,7 @@ def test_feedback_is_produced_to_kafka_keyed_by_user(api, settings):
     event = {"event_id": uuid.uuid4().hex, "user_id": "u0009", "item_id": "i0003", "event_type": "click",
              "ts": datetime.now(UTC).isoformat(), "session_id": "s1"}
     status, body = api.call("POST", "/feedback", event)
-    assert status == 200, body
+    assert status == 202, body
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     tp = TopicPartition(body["topic"], body["partition"])
     consumer.assign([tp])
@@ -356,3 +358,147 @@ def test_bentoml_build_packs_the_service(tmp_path):
     assert (src / "feature_repo" / "features" / "item_neighbours.py").exists()
     assert not (src / "serving" / "locustfile.py").exists()
     assert "service: serving.service:Recommender" in (src.parent / "bento.yaml").read_text()
+
+
+# -- hostile input and Kafka outages on /feedback (and /recommend beside it) --------------------------------------
+
+def _event(**overrides) -> dict:
+    return {"event_id": uuid.uuid4().hex, "user_id": "u0009", "item_id": "i0003", "event_type": "click",
+            "ts": datetime.now(UTC).isoformat(), **overrides}
+
+
+HOSTILE_FEEDBACK = [
+    # (body, words the 400 must contain): each once answered 500, or was accepted against /recommend's rules
+    (_event(ts="0001-01-01T00:00:00+05:00"), "ts"),
+    (_event(ts="9999-12-31T23:00:00-05:00"), "ts"),
+    (_event(value=10**400), "value"),
+    (_event(user_id="u\x7f"), "user_id"),
+    (_event(user_id="u\ud800"), "user_id"),
+    (json.dumps(_event())[:-1].encode() + b', "session_id": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested"),
+    (json.dumps(_event())[:-1].encode() + b', "value": ' + b"9" * 5000 + b"}", "digits"),
+]
+
+
+@pytest.mark.parametrize(("body", "words"), HOSTILE_FEEDBACK, ids=[str(i) for i in range(len(HOSTILE_FEEDBACK))])
+def test_hostile_feedback_is_a_400_that_names_the_field(api, body, words):
+    status, answer = api.call("POST", "/feedback", body)
+    assert status == 400, answer
+    assert words in answer["error"], answer
+
+
+def test_recommend_and_feedback_share_one_id_rule(api):
+    for path, body in (("/recommend", {"user_id": "u\x7f"}), ("/feedback", _event(user_id="u\x7f"))):
+        status, answer = api.call("POST", path, body)
+        assert status == 400 and "control character" in answer["error"], (path, answer)
+
+
+def test_a_body_without_content_type_is_415(api):
+    req = urllib.request.Request(api.base + "/feedback", data=json.dumps(_event()).encode(), method="POST",
+                                 headers={"X-API-Key": API_KEY})
+    req.remove_header("Content-type")  # urllib adds application/x-www-form-urlencoded otherwise
+    req.add_unredirected_header("Content-Type", "")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    assert status == 415
+
+
+def test_a_400_logs_one_line_not_a_traceback(api):
+    before = api.log.read_text()
+    marker = f"bad-{uuid.uuid4().hex}"
+    assert api.call("POST", "/recommend", {"user_id": "u1", "k": 0, "context": {"session_id": marker}})[0] == 400
+    assert api.call("POST", "/feedback", _event(event_type=marker))[0] == 400
+    time.sleep(0.5)
+    new = api.log.read_text()[len(before):]
+    assert "Traceback" not in new and "ERROR" not in new, new[-3000:]
+    assert sum(1 for line in new.splitlines() if "400" in line or "client error" in line) >= 2, new[-3000:]
+
+
+def test_generated_hostile_and_valid_input_never_yields_a_5xx(api):
+    from tests.hostile import generated
+
+    statuses: dict[str, list[int]] = {"feedback": [], "recommend": []}
+    for payload, expected in generated(1_000, now=datetime.now(UTC) - timedelta(hours=1)):
+        status, answer = api.call("POST", "/feedback", payload)
+        assert status < 500, (payload[:300], answer)
+        assert (status == 202) == (expected == "valid"), (payload[:300], expected, status, answer)
+        statuses["feedback"].append(status)
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            doc = None
+        body = {"user_id": doc.get("user_id"), "k": 5} if isinstance(doc, dict) else payload
+        status, answer = api.call("POST", "/recommend", body)
+        assert status < 500, (str(body)[:300], answer)
+        statuses["recommend"].append(status)
+    print({name: sorted(set(codes)) for name, codes in statuses.items()})
+    assert 202 in statuses["feedback"] and 400 in statuses["feedback"]
+    assert 200 in statuses["recommend"] and 400 in statuses["recommend"]
+
+
+def test_feedback_during_a_kafka_outage_is_503_fast_and_never_produced(settings, versions, tmp_path):
+    """Kafka of its own, killed: concurrent /feedback calls are 503 within 2 s and none is in the topic when it is
+    back; /recommend answers fast meanwhile; /feedback works again once Kafka does."""
+    from dataclasses import replace
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from tandem.services import KafkaService
+
+    own = replace(settings, home=tmp_path / "home", kafka_bootstrap=f"127.0.0.1:{_free_port()}",
+                  kafka_controller_port=_free_port())
+    broker = KafkaService(own)
+    broker.up()
+    try:
+        with _serve(tmp_path / "serve.log", TANDEM_KAFKA_BOOTSTRAP=own.kafka_bootstrap) as server:
+            assert wait_until(lambda: server.call("POST", "/feedback", _event())[0] == 202, timeout=30)
+            broker.down(hard=True)  # kill -9
+            latencies: list[float] = []
+            stop = False
+
+            def recommend_meanwhile() -> None:
+                while not stop:
+                    started = time.monotonic()
+                    status, _ = server.call("POST", "/recommend", {"user_id": "u0007", "k": 10})
+                    assert status == 200
+                    latencies.append(time.monotonic() - started)
+
+            def feedback(n: int) -> tuple[str, int, float]:
+                event = _event(event_id=f"outage-{n}-{uuid.uuid4().hex[:8]}")
+                started = time.monotonic()
+                status, _ = server.call("POST", "/feedback", event)
+                return event["event_id"], status, time.monotonic() - started
+
+            with ThreadPoolExecutor(max_workers=41) as pool:
+                watcher = pool.submit(recommend_meanwhile)
+                time.sleep(0.3)
+                answers = list(pool.map(feedback, range(40)))
+                stop = True
+                watcher.result()
+            statuses = sorted({s for _, s, _ in answers})
+            slowest = max(t for *_, t in answers)
+            latencies.sort()
+            p99 = latencies[int(len(latencies) * 0.99) - 1] if len(latencies) >= 100 else latencies[-1]
+            print(f"outage: 40 /feedback answered {statuses}, slowest {slowest:.2f} s; "
+                  f"{len(latencies)} /recommend meanwhile, p99 {p99 * 1000:.0f} ms")
+            assert statuses == [503], answers
+            assert slowest <= 2.0, answers
+            assert p99 < 0.1, latencies[-10:]
+            broker.up()
+            assert wait_until(lambda: server.call("POST", "/feedback", _event())[0] == 202, timeout=60), \
+                "/feedback did not recover after Kafka came back"
+        consumer = KafkaConsumer(bootstrap_servers=own.kafka_bootstrap, enable_auto_commit=False)
+        tps = [TopicPartition(own.topic, p) for p in consumer.partitions_for_topic(own.topic)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        produced: set[str] = set()
+        while batch := consumer.poll(timeout_ms=3000):
+            produced |= {json.loads(r.value)["event_id"] for records in batch.values() for r in records}
+        consumer.close()
+        assert produced, "the topic is empty: the check below would prove nothing"
+        phantom = produced & {event_id for event_id, _, _ in answers}
+        assert not phantom, f"{len(phantom)} events answered 503 are in the topic"
+    finally:
+        broker.down()

@@ -24,7 +24,7 @@ def test_recommend_request_defaults_and_limits():
 
 async def _echo_app(scope, receive, send):
     body = (await receive())["body"]
-    status = 400 if body == b"invalid" else 200
+    status = 400 if body == b'{"invalid": true}' else 200
     payload = (json.dumps({"error": "1 validation error", "detail": [
         {"type": "int_parsing", "loc": ["body", "k"], "msg": "Input should be a valid integer"}]}).encode()
         if status == 400 else body)
@@ -33,7 +33,7 @@ async def _echo_app(scope, receive, send):
     await send({"type": "http.response.body", "body": payload})
 
 
-def _call(guard, path="/recommend", body=b"{}", headers=(), chunks=None):
+def _call(guard, path="/recommend", body=b"{}", headers=(("content-type", "application/json"),), chunks=None):
     sent = []
     parts = chunks or [body]
 
@@ -56,9 +56,10 @@ def test_guard_checks_the_api_key_but_leaves_probes_open():
     guard = RequestGuard(_echo_app, api_key="s3cret")
     status, body = _call(guard)
     assert status == 401 and b"API key" in body
-    assert _call(guard, headers=[("x-api-key", "wrong")])[0] == 401
-    assert _call(guard, headers=[("x-api-key", "s3cret")]) == (200, b"{}")
-    assert _call(guard, headers=[("authorization", "Bearer s3cret")]) == (200, b"{}")
+    json_body = ("content-type", "application/json")
+    assert _call(guard, headers=[json_body, ("x-api-key", "wrong")])[0] == 401
+    assert _call(guard, headers=[json_body, ("x-api-key", "s3cret")]) == (200, b"{}")
+    assert _call(guard, headers=[json_body, ("authorization", "Bearer s3cret")]) == (200, b"{}")
     assert _call(guard, path="/readyz")[0] == 200
     assert _call(guard, path="/docs.json")[0] == 200
     assert _call(guard, path="/metrics")[0] == 401
@@ -68,7 +69,7 @@ def test_guard_checks_the_api_key_but_leaves_probes_open():
 
 def test_guard_bounds_the_body_even_without_content_length():
     guard = RequestGuard(_echo_app)
-    status, body = _call(guard, headers=[("content-length", "999999")])
+    status, body = _call(guard, headers=[("content-type", "application/json"), ("content-length", "999999")])
     assert status == 413 and b"at most" in body
     status, body = _call(guard, chunks=[b"x" * 40_000, b"x" * 40_000])
     assert status == 413
@@ -76,7 +77,23 @@ def test_guard_bounds_the_body_even_without_content_length():
     assert _call(guard, headers=[("content-type", "text/csv")])[0] == 415
 
 
+def test_a_body_without_a_content_type_is_415_not_taken_as_json():
+    status, body = _call(RequestGuard(_echo_app), headers=())
+    assert status == 415 and b"without a Content-Type" in body
+    assert _call(RequestGuard(_echo_app), headers=[("content-type", "")])[0] == 415
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    (b'{"user_id": "u1", "context": {"exclude_item_ids": ' + b"[" * 5000 + b"]" * 5000 + b"}}", b"nested deeper"),
+    (b'{"user_id": "u1", "k": ' + b"9" * 5000 + b"}", b"4300 digits"),
+    (b'{"user_id": "u1"', b"not valid JSON"),
+])
+def test_the_guard_refuses_json_no_parser_should_see(body, words):
+    status, answer = _call(RequestGuard(_echo_app), body=body)
+    assert status == 400 and words in answer, answer
+
+
 def test_guard_names_the_field_in_validation_errors():
-    status, body = _call(RequestGuard(_echo_app), body=b"invalid")
+    status, body = _call(RequestGuard(_echo_app), body=b'{"invalid": true}')
     assert status == 400
     assert json.loads(body)["error"] == "k: Input should be a valid integer"
