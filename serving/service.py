@@ -36,7 +36,7 @@ from serving.models import ChampionHolder, Ranker
 from serving.recommend import UserView, assign_variant, feature_age_s, gather_candidates, top_k
 from serving.rows import TREND_SCORE, check_columns, model_rows, online_inputs
 from serving.server import server_options
-from tandem.schema import MAX_EVENT_BYTES, EventError, decode_json, validate_event
+from tandem.schema import MAX_EVENT_BYTES, EventError, decode_json, lone_surrogate_at, validate_event
 from tandem.settings import get_settings
 
 log = logging.getLogger("tandem.serving")
@@ -93,10 +93,14 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         try:  # the schema's bounds on depth, size and number length, before BentoML's parser sees the body
-            decode_json(bytes(body), limit)
+            doc = decode_json(bytes(body), limit)
         except EventError as exc:
-            log.info("400 on %s: %s", path, exc)
+            log.info("client error on %s [POST]: %s", path, exc)
             return await _reject(send, 400, str(exc))
+        where = lone_surrogate_at(doc)
+        if where:
+            log.info("client error on %s [POST]: lone surrogate in %s", path, where)
+            return await _reject(send, 400, f"{where}: contains a lone surrogate (not a Unicode character)")
         replayed = False
 
         async def replay() -> dict:
@@ -191,6 +195,9 @@ class OneLineClientErrors(logging.Filter):
 
 
 logging.getLogger("bentoml._internal.server.http_app").addFilter(OneLineClientErrors())
+# BentoML's server logs WARNING and up from other packages; tandem's INFO lines (champion swaps, client errors,
+# the producer connecting) are worth a line each
+logging.getLogger("tandem").setLevel(logging.INFO)
 
 
 def _log_decisions_to(path: Path) -> None:
@@ -382,7 +389,7 @@ class Recommender:
         try:
             event = validate_event(raw)
         except EventError as exc:
-            log.info("400 on /feedback: %s", exc)
+            log.info("client error on /feedback [POST]: %s", exc)
             return JSONResponse({"error": str(exc), "field": exc.field},  # type: ignore[return-value]
                                 status_code=400)
         try:

@@ -69,6 +69,7 @@ MAX_JSON_DEPTH = 8
 # the hot path of the stream validates every id: one regex for every character an id must not hold —
 # C0 and C1 control characters, DEL, and lone surrogates (which cannot be encoded as UTF-8)
 _FORBIDDEN_ID_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class EventError(ValueError):
@@ -253,6 +254,30 @@ def decode_json(payload: bytes | str, limit: int = MAX_EVENT_BYTES) -> Any:
                          "too_deep") from None
     except ValueError as exc:  # JSONDecodeError, and the 4,300-digit limit on integers
         raise EventError(f"not valid JSON: {exc}", "bad_json") from None
+
+
+def lone_surrogate_at(doc: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) in decoded JSON that holds a lone surrogate, else None.
+
+    Python's json accepts a "\\ud800" escape; strict parsers (pydantic's among them) refuse the whole body
+    without saying where, so the HTTP boundary asks this first to name the field.
+    """
+    if isinstance(doc, str):
+        return path or "body" if _LONE_SURROGATE.search(doc) else None
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if _LONE_SURROGATE.search(key):
+                return path or "body"
+            found = lone_surrogate_at(value, inner)
+            if found:
+                return found
+    elif isinstance(doc, list):
+        for n, value in enumerate(doc):
+            found = lone_surrogate_at(value, f"{path}[{n}]")
+            if found:
+                return found
+    return None
 
 
 def decode_event(payload: bytes | str, now: datetime | None = None) -> Event:

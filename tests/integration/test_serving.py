@@ -413,7 +413,7 @@ def test_a_400_logs_one_line_not_a_traceback(api):
     time.sleep(0.5)
     new = api.log.read_text()[len(before):]
     assert "Traceback" not in new and "ERROR" not in new, new[-3000:]
-    assert sum(1 for line in new.splitlines() if "400" in line or "client error" in line) >= 2, new[-3000:]
+    assert sum(1 for line in new.splitlines() if "client error on" in line) == 2, new[-3000:]
 
 
 def test_generated_hostile_and_valid_input_never_yields_a_5xx(api):
@@ -427,7 +427,7 @@ def test_generated_hostile_and_valid_input_never_yields_a_5xx(api):
         statuses["feedback"].append(status)
         try:
             doc = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             doc = None
         body = {"user_id": doc.get("user_id"), "k": 5} if isinstance(doc, dict) else payload
         status, answer = api.call("POST", "/recommend", body)

@@ -105,3 +105,27 @@ def test_features_from_log_matches_incremental_folds():
     assert {u: user_features(s) for u, s in users.items()} == ref.users
     assert {i: item_features(s) for i, s in items.items()} == ref.items
     assert ref.user_timestamps["u0"] == max(e.ts for e in events if e.user_id == "u0")
+
+
+def test_a_re_sent_event_counts_once_for_its_item_too():
+    from pipelines.stream.session_features import entry_interaction, fresh_entries
+
+    events = [ev(i, i, item="a" if i % 2 else "b", etype="click") for i in range(10)]
+    state, items = None, {}
+    for batch in (events[:6], events[3:], events):  # overlapping re-sends, as a producer's retries make them
+        entries = [user_entry(e, CATALOG) for e in batch]
+        fresh = fresh_entries(state, entries + entries[:2])  # and duplicates inside one batch
+        state = fold_user(state, fresh)
+        for entry in fresh:
+            items[entry[2]] = fold_item(items.get(entry[2]), [entry_interaction(entry)])
+    expected = features_from_log(events + events[:4], CATALOG)
+    assert user_features(state) == expected.users["u"]
+    assert {i: item_features(s) for i, s in items.items()} == expected.items
+    assert expected.items["a"]["events_1h"] == 5  # the reference counts each event_id once as well
+
+
+def test_entry_interaction_is_item_interaction():
+    from pipelines.stream.session_features import entry_interaction
+
+    for e in (ev(1, 3.5, etype="view"), ev(2, 7, etype="purchase")):
+        assert entry_interaction(user_entry(e, CATALOG)) == item_interaction(e)

@@ -61,3 +61,22 @@ def test_a_rebalance_that_never_completes_replaces_the_consumer(monkeypatch):
     time.sleep(0.06)
     proc._check_rebalance_stall()
     assert proc._consumer is second and sorted(proc.partitions) == [0, 1]
+
+
+def test_partition_for_agrees_with_the_default_partitioner():
+    from kafka.partitioner.default import DefaultPartitioner
+
+    from pipelines.stream.processor import partition_for
+
+    class Cluster:
+        def topics(self):
+            return {"t"}
+
+        def partitions_for_topic(self, topic):
+            return set(range(7))
+
+        available_partitions_for_topic = partitions_for_topic
+
+    for user in ("u1", "u0001", "ünïcode-ü", "x" * 128):
+        key = user.encode()
+        assert partition_for(key, 7) == DefaultPartitioner().partition("t", user, key, None, None, Cluster())
