@@ -102,6 +102,15 @@ class EvaluationResult:
         for row in self.rows:
             lines.append(f"| {row['name']} | {row[f'hitrate@{k}']:.4f} | {row[f'ndcg@{k}']:.4f} | "
                          f"{row[f'recall@{k}']:.4f} |")
+        groups = self.details.get("by_user")
+        if groups:
+            names = list(groups)
+            lines += ["", "| system | " + " | ".join(f"NDCG@{k} {g} ({groups[g]['queries']:,} queries)"
+                                                    for g in names) + " |",
+                      "|---|" + "---|" * len(names)]
+            for row in self.rows:
+                cells = [f"{groups[g]['ndcg'][row['name']]:.4f}" for g in names]
+                lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     def row(self, name: str) -> dict[str, Any]:
@@ -330,6 +339,10 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
         progress(total, total)
 
     rows = [metrics[name].summary(config.k) for name in SYSTEMS]
+    known = np.zeros(log.n_users, dtype=bool)
+    known[log.user[:replay_start]] = True
+    by_user = by_user_group(known[log.user[replay_start:]], {name: metrics[name].ranks for name in SYSTEMS},
+                            config.k)
     per_day = replay_by_day(log.ts[replay_start:], {name: metrics[name].ranks for name in SYSTEMS}, config.k)
     details = {
         "split_ts": _iso(split),
@@ -346,9 +359,22 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
         "stream_features": getattr(stream_state_factory, "__name__", type(stream_state_factory).__name__),
         "seconds": round(time.perf_counter() - started, 1),
         "per_day": per_day,
+        "by_user": by_user,
     }
     mode = f"{MODE}; stream features: {details['stream_features']}"
     return EvaluationResult(rows, config.k, mode, details)
+
+
+def by_user_group(returning: np.ndarray, ranks: dict[str, list[int]], k: int) -> dict[str, dict[str, Any]]:
+    """Each system's quality for queries of new users (no event before T: they start cold) and of returning
+    ones: {"new": {"queries", "hitrate": {system: v}, "ndcg": {system: v}}, "returning": {...}}."""
+    returning = np.asarray(returning, dtype=bool)
+    out: dict[str, dict[str, Any]] = {}
+    for group, mask in (("new", ~returning), ("returning", returning)):
+        out[group] = {"queries": int(mask.sum()),
+                      "hitrate": {name: hit_rate_at_k(np.asarray(r)[mask], k) for name, r in ranks.items()},
+                      "ndcg": {name: ndcg_at_k(np.asarray(r)[mask], k) for name, r in ranks.items()}}
+    return out
 
 
 def replay_by_day(ts: np.ndarray, ranks: dict[str, list[int]], k: int) -> list[dict[str, Any]]:

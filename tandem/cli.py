@@ -319,6 +319,14 @@ def evaluate(
         table.add_row(row["name"], f"{row[f'hitrate@{k}']:.4f}", f"{row[f'ndcg@{k}']:.4f}",
                       f"{row[f'recall@{k}']:.4f}")
     console.print(table)
+    groups = result.details["by_user"]
+    split = Table(title=f"NDCG@{k} by user: new (no event before T, they start cold) and returning")
+    split.add_column("system")
+    for group, g in groups.items():
+        split.add_column(f"{group} ({g['queries']:,} queries)")
+    for row in result.rows:
+        split.add_row(row["name"], *(f"{g['ndcg'][row['name']]:.4f}" for g in groups.values()))
+    console.print(split)
     console.print(f"mode: {result.mode}")
     md_path, js_path = write_report(result, settings.home / "reports", json_path)
     console.print(f"report: {md_path} and {js_path}" + (f"; JSON also at {json_path}" if json_path else ""))

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from models.evaluate import SYSTEMS, EvaluationConfig, EvaluationError, evaluate_events, write_report
@@ -65,3 +66,22 @@ def test_bad_config_and_tiny_data_are_refused():
     events, items = drifting_log(n_users=3, n_items=40, days=2, sessions_per_user=1)
     with pytest.raises(EvaluationError, match="at least 100"):
         evaluate_events(events, items)
+
+
+def test_new_and_returning_users_split_the_queries(result):
+    groups = result.details["by_user"]
+    assert set(groups) == {"new", "returning"}
+    assert groups["new"]["queries"] + groups["returning"]["queries"] == result.details["queries"]
+    for name in SYSTEMS:
+        total = sum(g["ndcg"][name] * g["queries"] for g in groups.values()) / result.details["queries"]
+        assert total == pytest.approx(result.row(name)["ndcg@10"])
+    assert "returning (" in result.markdown()
+
+
+def test_by_user_group_counts_each_group_apart():
+    from models.evaluate import by_user_group
+
+    groups = by_user_group(np.array([True, False, False, True]), {"s": [1, 0, 3, 0]}, k=10)
+    assert groups["returning"] == {"queries": 2, "hitrate": {"s": 0.5}, "ndcg": {"s": 0.5}}
+    assert groups["new"]["queries"] == 2 and groups["new"]["hitrate"] == {"s": 0.5}
+    assert groups["new"]["ndcg"]["s"] == pytest.approx(0.5 / np.log2(4))
