@@ -42,7 +42,7 @@ from models.metrics import QueryMetrics, hit_rate_at_k, ndcg_at_k
 from models.online import LABEL, ONLINE_FEATURES, OnlineTrainer, coefficients, last_item_covisit, online_features
 from models.online import predict_margin as online_margin
 from models.session import StreamState, StreamStateFactory
-from models.stream_state import default_stream_state
+from models.stream_state import stream_processor_state
 from models.train import (
     BatchRanker,
     InProcessWindow,
@@ -264,11 +264,10 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
                     progress: Progress | None = None) -> EvaluationResult:
     """Run the whole protocol on an event log and its item catalogue; return the four-row table.
 
-    `stream_state_factory` defaults to the stream processor's own feature functions when they are
-    installed (models/stream_state.py), else to the reference `SessionTracker`.
+    `stream_state_factory` defaults to the stream processor's own feature functions (models/stream_state.py).
     """
     config = config or EvaluationConfig()
-    stream_state_factory = stream_state_factory or default_stream_state()
+    stream_state_factory = stream_state_factory or stream_processor_state
     started = time.perf_counter()
     catalog, log = encode_dataset(events, items)
     rng = np.random.default_rng(config.seed)

@@ -39,7 +39,7 @@ from models.registry import (
     register_batch_ranker,
     register_online_ranker,
 )
-from models.stream_state import default_stream_state
+from models.stream_state import stream_processor_state
 from models.train import (
     BatchRanker,
     TrainingError,
@@ -233,7 +233,7 @@ def online_examples(events: pd.DataFrame, items: pd.DataFrame, ranker: BatchRank
     if start is None:
         start = float(log.ts[-1]) - window_fraction * (float(log.ts[-1]) - float(log.ts[0]))
     window = build_window(log, catalog, start)
-    stream = default_stream_state()(catalog)
+    stream = stream_processor_state(catalog)
     seen: dict[int, set[int]] = {}
     first = int(np.searchsorted(log.ts, start, side="left"))
     for j in range(first):

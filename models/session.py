@@ -1,14 +1,11 @@
-"""Per-user session state and per-item trending, updated event by event: the stream side of the in-process replay.
+"""What the in-process replay reads of the stream: a user's `SessionView` and the items' trend.
 
-This is the feature math the online model and the stream-only ranker read. The stream processor
-(pipelines/stream) keeps the same state in Redis; `tandem evaluate` takes the state as one
-injected dependency (`StreamState` protocol, `StreamStateFactory`), so the evaluation runs on the
-stream's own functions once they are wired in, and on `SessionTracker` (this module) otherwise.
+The state behind it is the stream processor's own (models/stream_state.py folds replayed events with
+pipelines/stream/session_features.py, as the processor does into Redis); `tandem evaluate` takes it as
+one injected dependency (`StreamState` protocol, `StreamStateFactory`).
 
-What a user's `SessionView` holds: the last distinct items (newest first), the current session's
-length and category counts, category counts decayed with a RECENT_HALF_LIFE_S half-life (recent
-taste, which drifts), and the time of the last event. Items carry a trend score: interactions
-decayed with a TREND_HALF_LIFE_S half-life.
+A user's `SessionView` holds what serving reads of user_session_v1: the last distinct items (newest
+first), the current session's length and category counts, and the time of the last event.
 """
 
 from __future__ import annotations
@@ -20,10 +17,6 @@ from typing import Protocol
 import numpy as np
 
 from models.features import SESSION_GAP_S, Catalog
-
-LAST_ITEMS = 10
-RECENT_HALF_LIFE_S = 24 * 3600.0
-TREND_HALF_LIFE_S = 6 * 3600.0
 
 
 @dataclass
@@ -54,34 +47,10 @@ class SessionView:
         total = self.session_category_counts.sum()
         return self.session_category_counts / total if total > 0 else self.session_category_counts
 
-    def recent_category_share(self, now: float, half_life_s: float = RECENT_HALF_LIFE_S) -> np.ndarray:
-        # decay is a common factor for all categories, so shares do not depend on `now`
+    def recent_category_share(self, now: float) -> np.ndarray:
+        # the stream keeps the live session only: its counts stand in for recent taste (see below)
         total = self.recent_category_counts.sum()
         return self.recent_category_counts / total if total > 0 else self.recent_category_counts
-
-
-def update_session(view: SessionView, item: int, category: int, positive: bool, ts: float, session_key: int,
-                   half_life_s: float = RECENT_HALF_LIFE_S) -> SessionView:
-    """Fold one event into a user's view (in place) and return it."""
-    if session_key != view.session_key:
-        view.session_key = session_key
-        view.session_events = 0
-        view.session_clicks = 0
-        view.session_category_counts[:] = 0.0
-    if np.isfinite(view.last_event_ts) and ts > view.last_event_ts:
-        view.recent_category_counts *= 0.5 ** ((ts - view.last_event_ts) / half_life_s)
-    weight = 2.0 if positive else 1.0
-    view.recent_category_counts[category] += weight
-    view.session_category_counts[category] += weight
-    view.session_events += 1
-    view.session_clicks += int(positive)
-    if item in view.last_items:
-        view.last_items.remove(item)
-    view.last_items.insert(0, item)
-    del view.last_items[LAST_ITEMS:]
-    view.last_category = category
-    view.last_event_ts = max(ts, view.last_event_ts) if np.isfinite(view.last_event_ts) else ts
-    return view
 
 
 class StreamState(Protocol):
@@ -95,38 +64,6 @@ class StreamState(Protocol):
 
 
 StreamStateFactory = Callable[[Catalog], StreamState]
-
-
-class SessionTracker:
-    """In-memory StreamState: a SessionView per user and a decayed interaction count per item."""
-
-    def __init__(self, item_category: np.ndarray, n_categories: int, trend_half_life_s: float = TREND_HALF_LIFE_S):
-        self.item_category = np.asarray(item_category)
-        self.n_categories = n_categories
-        self.half_life = trend_half_life_s
-        self.views: dict[int, SessionView] = {}
-        self._trend = np.zeros(len(self.item_category))
-        self._trend_ts = np.zeros(len(self.item_category))
-
-    def observe(self, user: int, item: int, positive: bool, ts: float, session_key: int) -> None:
-        view = self.views.get(user)
-        if view is None:
-            view = self.views[user] = SessionView(self.n_categories)
-        update_session(view, item, int(self.item_category[item]), positive, ts, session_key)
-        self._trend[item] = self._trend[item] * 0.5 ** (max(ts - self._trend_ts[item], 0.0) / self.half_life) + 1.0
-        self._trend_ts[item] = ts
-
-    def view(self, user: int) -> SessionView | None:
-        return self.views.get(user)
-
-    def trend(self, now: float) -> np.ndarray:
-        """Each item's interaction count decayed to `now`."""
-        return self._trend * 0.5 ** (np.maximum(now - self._trend_ts, 0.0) / self.half_life)
-
-
-def session_tracker(catalog: Catalog) -> StreamState:
-    """StreamStateFactory for the in-memory reference state (`SessionTracker`)."""
-    return SessionTracker(catalog.item_category, catalog.n_categories)
 
 
 def session_view_from_features(values: dict | None, category_index: dict[str, int], item_index: dict[str, int],

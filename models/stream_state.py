@@ -1,42 +1,29 @@
 """The replay's stream state on the stream processor's own feature functions (pipelines/stream/session_features).
 
 `tandem evaluate` and `tandem train online` fold replayed events into a StreamState
-(models/session.py). When pipelines.stream is installed, `stream_processor_state` folds them with
-the processor's `fold_user`/`user_features` and `fold_item`/`item_features` — the same math that
-fills user_session_v1 and item_trending_v1 in Redis — and reads each user's view through
-`session_view_from_features`, exactly as serving reads Redis. Otherwise the reference
-`SessionTracker` is used; `default_stream_state` picks, and the report says which.
+(models/session.py): `stream_processor_state` folds them with the processor's
+`fold_user`/`user_features` and `fold_item`/`item_features` — the same math that fills
+user_session_v1 and item_trending_v1 in Redis — and reads each user's view through
+`session_view_from_features`, exactly as serving reads Redis. There is no other stream state.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 import numpy as np
 
 from models.features import Catalog
-from models.session import SessionView, StreamState, StreamStateFactory, session_tracker, session_view_from_features
-
-STREAM_MODULE = "pipelines.stream.session_features"
-
-
-def _stream_module() -> Any | None:
-    try:
-        return importlib.import_module(STREAM_MODULE)
-    except ImportError:
-        return None
+from models.session import SessionView, StreamState, session_view_from_features
+from pipelines.stream import session_features
 
 
 class StreamProcessorState:
     """StreamState folding events with the stream processor's functions (user and item state as in Redis)."""
 
-    def __init__(self, catalog: Catalog, module: Any):
-        self.sf = module
+    def __init__(self, catalog: Catalog):
         self.catalog = catalog
         self.category_index = {c: i for i, c in enumerate(catalog.category_names)}
-        self.users: dict[int, Any] = {}
-        self.items: dict[int, Any] = {}
+        self.users: dict[int, session_features.UserState] = {}
+        self.items: dict[int, session_features.ItemState] = {}
         self._views: dict[int, SessionView | None] = {}
         self._trend = np.zeros(catalog.n_items)
         self._n = 0
@@ -46,16 +33,16 @@ class StreamProcessorState:
         self._n += 1
         entry = (ts_us, f"replay-{self._n}", str(self.catalog.item_ids[item]), "click" if positive else "view",
                  self.catalog.category_names[self.catalog.item_category[item]])
-        self.users[user] = self.sf.fold_user(self.users.get(user), [entry])
+        self.users[user] = session_features.fold_user(self.users.get(user), [entry])
         self._views.pop(user, None)
-        self.items[item] = self.sf.fold_item(self.items.get(item), [(ts_us, positive)])
+        self.items[item] = session_features.fold_item(self.items.get(item), [(ts_us, positive)])
         # the stream publishes trend_score as of the item's latest event; serving reads it as stored
-        self._trend[item] = self.sf.item_features(self.items[item])["trend_score"]
+        self._trend[item] = session_features.item_features(self.items[item])["trend_score"]
 
     def view(self, user: int) -> SessionView | None:
         if user not in self._views:
             state = self.users.get(user)
-            values = self.sf.user_features(state) if state is not None and state.entries else None
+            values = session_features.user_features(state) if state is not None and state.entries else None
             self._views[user] = session_view_from_features(values, self.category_index, self.catalog.item_index,
                                                            self.catalog.n_categories)
         return self._views[user]
@@ -66,12 +53,4 @@ class StreamProcessorState:
 
 def stream_processor_state(catalog: Catalog) -> StreamState:
     """StreamStateFactory over the stream processor's feature functions (pipelines.stream.session_features)."""
-    module = _stream_module()
-    if module is None:
-        raise ImportError(f"{STREAM_MODULE} is not installed: the stream's feature functions are unavailable")
-    return StreamProcessorState(catalog, module)
-
-
-def default_stream_state() -> StreamStateFactory:
-    """The stream processor's functions when installed, else the reference SessionTracker."""
-    return stream_processor_state if _stream_module() is not None else session_tracker
+    return StreamProcessorState(catalog)

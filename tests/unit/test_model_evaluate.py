@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.evaluate import SYSTEMS, EvaluationConfig, EvaluationError, evaluate_events, write_report
-from models.session import SessionTracker
+from models.stream_state import StreamProcessorState
 from tests.models_data import drifting_log
 
 
@@ -46,7 +46,7 @@ def test_stream_state_is_injected():
 
     def factory(catalog):
         made.append(catalog.n_categories)
-        return SessionTracker(catalog.item_category, catalog.n_categories)
+        return StreamProcessorState(catalog)
 
     evaluate_events(events, items, EvaluationConfig(online_update_every=100), stream_state_factory=factory)
     assert made == [4]

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from models.blend import blend_scores
+from models.features import Catalog
 from models.online import (
     LABEL,
     ONLINE_FEATURES,
@@ -17,7 +18,7 @@ from models.online import (
     predict_margin,
     sanity_check,
 )
-from models.session import SessionTracker, SessionView, update_session
+from models.stream_state import StreamProcessorState
 
 
 def _examples(n: int, seed: int, flip: bool = False) -> pd.DataFrame:
@@ -58,16 +59,19 @@ def test_unfitted_model_and_wrong_shapes_say_what_is_wrong():
 
 
 def test_session_view_tracks_items_categories_and_sessions():
-    view = SessionView(n_categories=3)
-    update_session(view, item=5, category=1, positive=False, ts=100.0, session_key=1)
-    update_session(view, item=6, category=2, positive=True, ts=110.0, session_key=1)
-    update_session(view, item=5, category=1, positive=False, ts=120.0, session_key=1)
+    catalog = Catalog.from_items(pd.DataFrame({"item_id": [f"i{n}" for n in range(8)],
+                                               "category": ["a", "b", "c", "a", "b", "b", "c", "a"]}))
+    state = StreamProcessorState(catalog)
+    cat = {name: n for n, name in enumerate(catalog.category_names)}
+    for item, positive, ts in ((5, False, 100.0), (6, True, 110.0), (5, False, 120.0)):
+        state.observe(0, item, positive, ts, session_key=1)
+    view = state.view(0)
     assert view.last_items == [5, 6]
     assert view.session_events == 3 and view.session_clicks == 1
-    assert view.session_category_share()[2] == pytest.approx(0.5)
-    update_session(view, item=7, category=0, positive=False, ts=5000.0, session_key=2)
-    assert view.session_events == 1 and view.session_category_share()[0] == 1.0
-    assert view.recent_category_share(5000.0)[1] > 0  # the earlier session still counts toward recent taste
+    assert view.session_category_share()[cat["c"]] == pytest.approx(1 / 3)
+    state.observe(0, 7, False, 5000.0, session_key=2)  # more than 30 minutes later: a new session
+    view = state.view(0)
+    assert view.session_events == 1 and view.session_category_share()[cat["a"]] == 1.0
     assert view.is_active(5000.0 + 60) and not view.is_active(5000.0 + 3 * 3600)
 
 
@@ -76,13 +80,6 @@ def test_online_features_of_an_unknown_user_leave_the_batch_score_alone():
                            np.zeros(2), np.zeros(2), now=0.0)
     assert rows.shape == (2, len(ONLINE_FEATURES))
     assert list(rows[:, 0]) == [0.3, -1.0] and not rows[:, 1:].any()
-
-
-def test_trend_decays():
-    tracker = SessionTracker(np.array([0, 0, 1]), 2, trend_half_life_s=100.0)
-    tracker.observe(0, 2, True, 0.0, 1)
-    assert tracker.trend(0.0)[2] == pytest.approx(1.0)
-    assert tracker.trend(100.0)[2] == pytest.approx(0.5)
 
 
 def test_blend_scores():

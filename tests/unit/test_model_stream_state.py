@@ -1,4 +1,4 @@
-"""The replay on the stream processor's own feature functions (runs once pipelines.stream is installed)."""
+"""The replay on the stream processor's own feature functions."""
 
 import pandas as pd
 import pytest
@@ -7,15 +7,12 @@ from models.evaluate import EvaluationConfig, evaluate_events
 from models.features import Catalog
 from tests.models_data import drifting_log
 
-session_features = pytest.importorskip("pipelines.stream.session_features")
-
 
 def test_stream_processor_state_reads_back_what_the_stream_would_store():
-    from models.stream_state import StreamProcessorState, default_stream_state, stream_processor_state
+    from models.stream_state import StreamProcessorState
 
-    assert default_stream_state() is stream_processor_state
     items = pd.DataFrame({"item_id": ["a", "b", "c"], "category": ["x", "y", "x"]})
-    state = StreamProcessorState(Catalog.from_items(items), session_features)
+    state = StreamProcessorState(Catalog.from_items(items))
     state.observe(user=0, item=0, positive=False, ts=1000.0, session_key=1)
     state.observe(user=0, item=2, positive=True, ts=1060.0, session_key=1)
     view = state.view(0)
