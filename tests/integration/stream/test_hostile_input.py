@@ -183,3 +183,24 @@ def test_a_record_that_breaks_the_redis_write_is_set_aside(stream_settings, feat
     assert all("UnicodeEncodeError" in r["reason"] for r in dlq), dlq[0]
     assert {json.loads(r["payload"])["event_id"] for r in dlq} == {e.event_id for e in set_aside}
     assert_matches_log(feature_store, events, catalog)
+
+
+def test_re_sent_and_unkeyed_events_count_once(stream_settings, feature_store):
+    """A producer's byte-identical re-sends count once in item trending as in user features, and events sent
+    without a key (so in any partition) still fold into one correct state per user."""
+    prefix = f"rk{uuid.uuid4().hex[:6]}"
+    events = make_events(prefix, 2_000, n_users=40, n_items=30)
+    catalog = make_catalog(prefix, 30)
+    rng = random.Random(prefix)
+    with EventProducer(stream_settings) as producer:
+        for event in events:
+            key = None if rng.random() < 0.3 else event.user_id.encode()
+            for _ in range(2 if rng.random() < 0.15 else 1):
+                producer.send_raw(event.to_json(), key=key)
+        producer.flush()
+    with InProcessProcessor(stream_settings, catalog=catalog, max_batch=300) as processor:
+        _wait_drained(stream_settings, timeout=120)
+        rekeyed = processor.metrics.events.labels("rekeyed")._value.get()
+    assert _dlq_records(stream_settings) == []
+    assert_matches_log(feature_store, events, catalog)
+    assert rekeyed > 0, "no event needed re-keying: the test lost its point"
