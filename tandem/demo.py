@@ -168,7 +168,11 @@ def burst_of_clicks(api: Api, user_id: str, items: list[str], clicks: int) -> No
         event = {"event_id": f"demo-{uuid.uuid4().hex}", "user_id": user_id, "item_id": item_id,
                  "event_type": "click", "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
                  "session_id": session}
+        deadline = time.monotonic() + 15
         status, body = api.call("POST", "/feedback", event)
+        while status == 503 and time.monotonic() < deadline:  # not produced: retry, the event_id keeps it once
+            time.sleep(0.5)
+            status, body = api.call("POST", "/feedback", event)
         if status >= 300:
             raise DemoError(f"POST /feedback answered {status}: {body}")
 

@@ -107,6 +107,8 @@ def _serve(log: Path, **env_overrides: str) -> Iterator[Api]:
 @pytest.fixture(scope="module")
 def api(settings, versions, tmp_path_factory):
     with _serve(tmp_path_factory.mktemp("serve") / "serve.log") as client:
+        # /feedback's producer connects in the background; until then the answer is 503 (not produced)
+        assert wait_until(lambda: client.call("POST", "/feedback", _event())[0] == 202, timeout=30)
         yield client
 
 
