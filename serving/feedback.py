@@ -55,21 +55,22 @@ class FeedbackProducer:
         self.settings = settings
         self._producer: EventProducer | None = None
         self._lock = threading.Lock()
-        self._wanted = threading.Event()  # set when a (new) producer should be connected
-        self._closed = threading.Event()
-        self._wanted.set()
-        self._thread = threading.Thread(target=self._connect_loop, name="feedback-producer", daemon=True)
-        self._thread.start()
+        self._reconnect = threading.Event()  # set while there is no producer: the thread connects one
+        self._reconnect.set()
+        threading.Thread(target=self._keep_connected, name="feedback-producer", daemon=True).start()
 
-    @property
-    def ready(self) -> bool:
-        return self._producer is not None
+    def _keep_connected(self) -> None:
+        while True:
+            self._reconnect.wait()
+            producer = self._connect()
+            with self._lock:
+                self._producer = producer
+                self._reconnect.clear()
+            log.info("/feedback producer connected to %s", self.settings.kafka_bootstrap)
 
-    def _connect_loop(self) -> None:
-        while not self._closed.is_set():
-            self._wanted.wait(timeout=1.0)
-            if self._closed.is_set() or not self._wanted.is_set() or self._producer is not None:
-                continue
+    def _connect(self) -> EventProducer:
+        """A producer that knows the topic's partitions (so send() never waits on metadata); retries until then."""
+        while True:
             try:
                 producer = EventProducer(self.settings, linger_ms=0, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
                                          request_timeout_ms=REQUEST_TIMEOUT_MS, max_block_ms=SEND_MAX_BLOCK_MS,
@@ -78,24 +79,13 @@ class FeedbackProducer:
                 log.warning("Kafka not reachable for /feedback, retrying: %s", exc)
                 time.sleep(RECONNECT_DELAY_S)
                 continue
-            if not self._await_metadata(producer):
-                producer.close(timeout=0)
-                continue
-            with self._lock:
-                self._producer = producer
-                self._wanted.clear()
-            log.info("/feedback producer connected to %s", self.settings.kafka_bootstrap)
-
-    def _await_metadata(self, producer: EventProducer) -> bool:
-        """Know the topic's partitions before the first request, so send() never waits on metadata."""
-        while not self._closed.is_set():
-            try:
-                if producer.partitions():
-                    return True
-            except Exception as exc:  # noqa: BLE001 - KafkaTimeoutError while the broker is away
-                log.warning("waiting for topic %r metadata: %s", self.settings.topic, exc)
-            time.sleep(RECONNECT_DELAY_S)
-        return False
+            while True:
+                try:
+                    if producer.partitions():
+                        return producer
+                except Exception as exc:  # noqa: BLE001 - KafkaTimeoutError while the broker is away
+                    log.warning("waiting for topic %r metadata: %s", self.settings.topic, exc)
+                time.sleep(RECONNECT_DELAY_S)
 
     async def produce(self, event: Event) -> Any:
         """Produce one event; its RecordMetadata, or FeedbackUnavailable (then it was not produced)."""
@@ -130,13 +120,6 @@ class FeedbackProducer:
         with self._lock:
             if self._producer is producer:
                 self._producer = None
-                self._wanted.set()
+                self._reconnect.set()
         producer.close(timeout=0)
         log.warning("/feedback producer closed after a late delivery; reconnecting in the background")
-
-    def close(self) -> None:
-        self._closed.set()
-        self._wanted.set()
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.close(timeout=5)

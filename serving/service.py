@@ -36,7 +36,14 @@ from serving.models import ChampionHolder, Ranker
 from serving.recommend import UserView, assign_variant, feature_age_s, gather_candidates, top_k
 from serving.rows import TREND_SCORE, check_columns, model_rows, online_inputs
 from serving.server import server_options
-from tandem.schema import MAX_EVENT_BYTES, EventError, decode_json, lone_surrogate_at, validate_event
+from tandem.schema import (
+    MAX_EVENT_BYTES,
+    EventError,
+    decode_json,
+    json_needs_checks,
+    lone_surrogate_at,
+    validate_event,
+)
 from tandem.settings import get_settings
 
 log = logging.getLogger("tandem.serving")
@@ -92,15 +99,10 @@ class RequestGuard:
                 return await _reject(send, 413, f"request body is too large: at most {limit} bytes on {path}")
             if not message.get("more_body", False):
                 break
-        try:  # the schema's bounds on depth, size and number length, before BentoML's parser sees the body
-            doc = decode_json(bytes(body), limit)
-        except EventError as exc:
-            log.info("client error on %s [POST]: %s", path, exc)
-            return await _reject(send, 400, str(exc))
-        where = lone_surrogate_at(doc)
-        if where:
-            log.info("client error on %s [POST]: lone surrogate in %s", path, where)
-            return await _reject(send, 400, f"{where}: contains a lone surrogate (not a Unicode character)")
+        problem = _json_problem(bytes(body), limit)
+        if problem:
+            log.info("client error on %s [POST]: %s", path, problem)
+            return await _reject(send, 400, problem)
         replayed = False
 
         async def replay() -> dict:
@@ -149,6 +151,19 @@ class _NamedErrors:
         headers.append((b"content-length", str(len(body)).encode()))
         await self.send({**self.start, "headers": headers})
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _json_problem(body: bytes, limit: int) -> str | None:
+    """What BentoML's parser would refuse without naming it (too deep, a huge integer, a lone surrogate), in the
+    schema's words; None for the usual body, which a cheap scan clears without decoding it."""
+    if not json_needs_checks(body):
+        return None
+    try:
+        doc = decode_json(body, limit)
+    except EventError as exc:
+        return str(exc)
+    where = lone_surrogate_at(doc)
+    return f"{where}: contains a lone surrogate (not a Unicode character)" if where else None
 
 
 def _describe(detail: dict) -> str:

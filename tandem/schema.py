@@ -280,6 +280,16 @@ def lone_surrogate_at(doc: Any, path: str = "") -> str | None:
     return None
 
 
+# what only a full decode can judge: a lone-surrogate escape, an integer past int()'s 4,300 digits
+_JSON_HAZARD = re.compile(rb"\\u[dD][89a-fA-F]|[0-9]{4300}")
+
+
+def json_needs_checks(payload: bytes) -> bool:
+    """False when `decode_json` and `lone_surrogate_at` cannot find anything wrong that a strict JSON parser
+    would not name itself: no deep nesting, no lone-surrogate escape, no huge integer (a cheap scan)."""
+    return payload.count(b"[") + payload.count(b"{") > MAX_JSON_DEPTH or _JSON_HAZARD.search(payload) is not None
+
+
 def decode_event(payload: bytes | str, now: datetime | None = None) -> Event:
     """Decode a Kafka/HTTP payload into a valid Event, or raise EventError with the reason."""
     return validate_event(decode_json(payload), now=now)
