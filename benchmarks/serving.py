@@ -9,7 +9,7 @@ get the same load from benchmarks/loadgen.py in this process:
 3. closed loop with CONCURRENCY connections: maximum throughput.
 
 Requests ask for k = 100 items for real users of the demo dataset, so each one scores the whole candidate
-budget (serving.recommend.MAX_CANDIDATES = 100) and returns all of it; the no-op answers 100 fixed items,
+budget (models.ranking.MAX_CANDIDATES = 100) and returns all of it; the no-op answers 100 fixed items,
 so both move the same bodies. The server's CPU per request and peak memory come from /proc.
 
 Then the /recommend hot path is profiled in-process with pyinstrument (a subprocess runs

@@ -12,7 +12,7 @@
   short circuit breaker keeps the outage from adding a timeout to every request.
 
 Which views exist comes from the Feast registry; only the fields serving must interpret are
-named here (`CONTRACT`), in one place, so the batch and stream branches' names plug in here.
+named (models/ranking.py `CONTRACT`), in one place, shared with the ranking.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from serving.rows import service_columns
+from models.ranking import CONTRACT, Contract, catalogue_columns, trending_top
+from models.rows import service_columns
 from tandem.settings import Settings, export_feast_environment
 
 log = logging.getLogger("tandem.serving.features")
@@ -49,28 +50,7 @@ TRENDING_REFRESH_S = 2.0
 REFRESH_TICK_S = 1.0
 REDIS_RETRY_AFTER_S = 0.5
 USER_CACHE_SIZE = 50_000
-TRENDING_TOP_N = 50
 SCAN_CHUNK = 500
-
-
-@dataclass(frozen=True)
-class Contract:
-    """The views and fields serving interprets (everything else numeric is passed to the models as-is)."""
-
-    user_key: str = "user_id"
-    item_key: str = "item_id"
-    candidates: tuple[str, str] = ("user_candidates_v1", "candidate_item_ids")  # batch: precomputed, best first
-    session_items: tuple[str, str] = ("user_session_v1", "last_item_ids")  # stream: newest first
-    session_category: tuple[str, str] = ("user_session_v1", "last_category")
-    item_category: tuple[str, str] = ("item_features_v1", "category")  # batch item features
-    # items co-visited with this one (batch candidate step, strongest first) and their co-visit counts
-    covisit: tuple[str, str] = ("item_neighbours_v1", "neighbour_item_ids")
-    covisit_scores: tuple[str, str] = ("item_neighbours_v1", "neighbour_scores")
-    trending_view: str = "item_trending_v1"  # stream: refreshed every TRENDING_REFRESH_S
-    trend_score: str = "trend_score"
-
-
-CONTRACT = Contract()
 
 
 class OnlineStoreUnavailable(RuntimeError):
@@ -361,38 +341,25 @@ class OnlineFeatures:
         fields, names = self._hash_fields(self.item_views)
         rows = self._hmget_many([k for k, _ in keyed], fields) if fields else [[] for _ in keyed]
         item_ids = [item for _, item in keyed]
-        numeric: dict[str, list[float]] = {}
-        cat_name = "__".join(self.contract.item_category)
-        covisit_name = "__".join(self.contract.covisit)
-        covisit_scores_name = "__".join(self.contract.covisit_scores)
-        categories: list[str | None] = []
-        covisit: dict[str, tuple[str, ...]] = {}
-        covisit_scores: dict[str, tuple[float, ...]] = {}
+        decoded: list[dict[str, Any]] = []
         updated: float | None = None
-        for i, (item_id, row) in enumerate(zip(item_ids, rows, strict=True)):
-            category = None
+        for row in rows:
+            values: dict[str, Any] = {}
             for name, blob in zip(names, row, strict=True):
                 if blob is None:
                     continue
                 if name.startswith("_ts:"):
                     ts = decode_ts(blob)
                     updated = ts if updated is None or (ts is not None and ts > updated) else updated
-                    continue
-                value = decode_value(blob)
-                if name == cat_name:
-                    category = None if value is None else str(value)
-                elif name == covisit_name:
-                    covisit[item_id] = tuple(str(x) for x in value or ())
-                elif name == covisit_scores_name:
-                    covisit_scores[item_id] = tuple(float(x) for x in value or ())
-                elif (x := _as_float(value)) is not None:
-                    numeric.setdefault(name, [np.nan] * len(item_ids))[i] = x
-            categories.append(category)
+                else:
+                    values[name] = decode_value(blob)
+            decoded.append(values)
+        cols = catalogue_columns(item_ids, decoded, self.contract)
         snapshot = ItemSnapshot(
             version=f"{(marker or b'-').decode(errors='replace')}/{time.time():.3f}",
             item_ids=item_ids, index={item: i for i, item in enumerate(item_ids)},
-            columns={k: np.asarray(v, dtype=np.float64) for k, v in numeric.items()},
-            categories=categories, covisit=covisit, updated_epoch=updated, covisit_scores=covisit_scores)
+            columns=cols.columns, categories=cols.categories, covisit=cols.covisit, updated_epoch=updated,
+            covisit_scores=cols.covisit_scores)
         self.items = snapshot
         self._marker = marker
         self._items_loaded_at = time.monotonic()
@@ -400,7 +367,7 @@ class OnlineFeatures:
         self._save_disk_cache(snapshot)
         for callback in self.on_items_changed:
             callback(snapshot)
-        log.info("item snapshot %s: %d items, %d numeric features", snapshot.version, len(item_ids), len(numeric))
+        log.info("item snapshot %s: %d items, %d numeric features", snapshot.version, len(item_ids), len(cols.columns))
         return snapshot
 
     def refresh_trending(self) -> None:
@@ -420,10 +387,7 @@ class OnlineFeatures:
                 if blob is not None and name in columns and (x := _as_float(decode_value(blob))) is not None:
                     columns[name][i] = x
         score = columns.get(f"{self.contract.trending_view}__{self.contract.trend_score}")
-        top: list[str] = []
-        if score is not None:
-            ranked = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")[:TRENDING_TOP_N]
-            top = [snapshot.item_ids[i] for i in ranked if np.isfinite(score[i]) and score[i] > 0]
+        top = trending_top(snapshot.item_ids, score)
         self.trending = TrendingSnapshot(columns=columns, top=top, for_version=snapshot.version)
 
     def item_columns(self) -> tuple[ItemSnapshot, dict[str, np.ndarray], list[str]]:

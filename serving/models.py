@@ -13,47 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-import numpy as np
-
-from models import online
-from models.registry import BATCH_MODEL, ONLINE_MODEL, LoadedModel, champion_version, load_version
+from models.ranking import Ranker
+from models.registry import BATCH_MODEL, ONLINE_MODEL, champion_version, load_version
 from tandem.settings import Settings
 
 log = logging.getLogger("tandem.serving.models")
-
-
-@dataclass(frozen=True)
-class Ranker:
-    """A champion as models/registry.py loaded it, scoring its own feature matrix in log-odds."""
-
-    loaded: LoadedModel = field(repr=False)
-    _checked: dict = field(default_factory=dict, repr=False, compare=False)  # registry schema → columns checked
-
-    @property
-    def name(self) -> str:
-        return self.loaded.name
-
-    @property
-    def version(self) -> str:
-        return self.loaded.version
-
-    @property
-    def feature_columns(self) -> tuple[str, ...]:
-        return tuple(self.loaded.feature_columns)
-
-    @property
-    def feature_service(self) -> str:
-        """The FeatureService the model was trained with (recorded on its registered version)."""
-        return self.loaded.tags.get("feature_service", "")
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """Log-odds per row: the batch ranker's margin (`BatchRanker.predict_margin`) or the online
-        pipeline's (`models.online.predict_margin`)."""
-        if self.loaded.name == ONLINE_MODEL or not hasattr(self.loaded.model, "predict_margin"):
-            return np.asarray(online.predict_margin(self.loaded.model, x), dtype=np.float64)
-        return np.asarray(self.loaded.model.predict_margin(x), dtype=np.float64)
 
 
 @dataclass(frozen=True)

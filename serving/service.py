@@ -1,7 +1,8 @@
 """The BentoML service: POST /recommend, POST /feedback; BentoML adds /healthz, /livez, /readyz, /metrics, /docs.
 
 Thin on purpose: features come from serving/features.py, models from serving/models.py, and the
-ranking logic from serving/recommend.py. Run it with `tandem serve` (loopback by default).
+ranking from models/ranking.py `rank` (the function `tandem evaluate` replays). Run it with
+`tandem serve` (loopback by default).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
-import numpy as np
 from prometheus_client import Counter
 from starlette.responses import JSONResponse
 
-from models.blend import blend_scores, sigmoid
+from models.ranking import ItemState, Ranker, default_popular, rank, user_view
+from models.rows import check_columns
 from serving.features import OnlineFeatures, OnlineStoreUnavailable, UserRecord
 from serving.feedback import FeedbackProducer, FeedbackUnavailable
 from serving.http_models import (
@@ -32,9 +33,8 @@ from serving.http_models import (
     RecommendRequest,
     RecommendResponse,
 )
-from serving.models import ChampionHolder, Ranker
-from serving.recommend import UserView, assign_variant, feature_age_s, gather_candidates, top_k
-from serving.rows import TREND_SCORE, check_columns, model_rows, online_inputs
+from serving.models import ChampionHolder
+from serving.recommend import assign_variant, feature_age_s
 from serving.server import server_options
 from tandem.schema import (
     MAX_EVENT_BYTES,
@@ -54,7 +54,6 @@ API_PATHS = {"/recommend": MAX_BODY_BYTES, "/feedback": MAX_EVENT_BYTES}
 # probes and the API docs stay open; /recommend, /feedback and /metrics need the key when TANDEM_API_KEY is set
 OPEN_PATHS = ("/healthz", "/livez", "/readyz", "/static_content/")
 OPEN_DOCS = ("/", "/docs", "/docs.json")
-POPULAR_SIZE = 200
 
 # BentoML runs prometheus_client in multiprocess mode and exports this on /metrics with its own metrics
 recommendations_total = Counter("tandem_recommendations_total", "Answers of /recommend by A/B variant and degradation.",
@@ -227,19 +226,6 @@ def _log_decisions_to(path: Path) -> None:
     decisions.propagate = False
 
 
-def _user_view(user_id: str, record: UserRecord, features: OnlineFeatures) -> UserView:
-    c = features.contract
-    values = record.values
-    candidates = values.get("__".join(c.candidates)) or ()
-    session_items = values.get("__".join(c.session_items)) or ()
-    category = values.get("__".join(c.session_category))
-    numeric = {k: float(v) for k, v in values.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return UserView(user_id=user_id, values=numeric, candidates=tuple(str(x) for x in candidates),
-                    session_items=tuple(str(x) for x in session_items),
-                    last_category=str(category) if category else None, updated_epoch=record.updated_epoch)
-
-
 @bentoml.service(name="tandem", **server_options(SETTINGS))
 class Recommender:
     """Hybrid batch + online recommendations over Feast's online store."""
@@ -304,41 +290,16 @@ class Recommender:
             record = self.features.cached_user(user_id) or UserRecord({}, None, False)
         if snapshot.source != "redis":
             reasons.append("item_features_from_local_cache")
-        user = _user_view(user_id, record, self.features)
+        user = user_view(user_id, record.values, record.updated_epoch, self.features.contract)
         _, popular, by_category = self._popular
-        popular = popular or trending or snapshot.item_ids[:POPULAR_SIZE]
-        in_category = by_category.get(user.last_category, ()) if user.last_category else ()
-        gathered = [(item, source) for item, source in
-                    gather_candidates(user, snapshot.covisit, trending, popular, context.exclude_item_ids,
-                                      session_category=in_category)
-                    if item in snapshot.index]
-        item_ids = [item for item, _ in gathered]
-        rows = np.fromiter((snapshot.index[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
-        categories = [snapshot.categories[r] for r in rows.tolist()]
-        batch = online = None
-        if champions.batch is not None and len(rows):
+        items = ItemState(snapshot.item_ids, snapshot.index, item_columns, snapshot.categories, snapshot.covisit,
+                          snapshot.covisit_scores, trending, popular, by_category)
+        if champions.batch is not None:
             self._check(champions.batch)
-            batch = champions.batch.score(model_rows(champions.batch.feature_columns, record.values, item_columns,
-                                                     rows, categories))
-        if champions.online is not None and len(rows):
-            trend = item_columns.get(TREND_SCORE)
-            x = online_inputs(np.zeros(len(rows)) if batch is None else batch, item_ids, categories, record.values,
-                              snapshot.covisit, getattr(snapshot, "covisit_scores", {}),
-                              None if trend is None else trend[rows], now)
-            online = champions.online.score(x)
-        if champions.batch is None:
-            reasons.append("batch_model_missing")
-        if champions.online is None and variant.online_weight > 0:
-            reasons.append("online_model_missing")
-        if batch is not None:
-            blended = blend_scores(batch, online if variant.online_weight > 0 else None, variant.online_weight)
-        elif online is not None:
-            blended = online
-        else:  # no model at all: keep the candidate order (popular for a cold user)
-            blended = -np.arange(len(item_ids), dtype=np.float64)
-        # models score in log-odds and blend there (models/blend.py); the API reports probabilities
-        ranked = top_k(item_ids, sigmoid(blended), None if batch is None else sigmoid(batch),
-                       None if online is None else sigmoid(online), k)
+        ranking = rank(user, record.values, items, champions.batch, champions.online, variant.online_weight, k, now,
+                       context.exclude_item_ids)
+        reasons.extend(ranking.missing)
+        ranked = ranking.items
         age = feature_age_s(now, record.updated_epoch) if record.found else feature_age_s(now, snapshot.updated_epoch)
         response = RecommendResponse(
             user_id=user_id,
@@ -375,22 +336,14 @@ class Recommender:
             key = (snapshot.version, batch.version if batch else None)
             if key == self._popular[0] or not snapshot.item_ids:
                 return
-            order = np.arange(len(snapshot.item_ids))
-            if batch is not None:
-                _, item_columns, _ = self.features.item_columns()
-                try:
+            _, item_columns, _ = self.features.item_columns()
+            try:
+                if batch is not None:
                     self._check(batch)
-                    scores = batch.score(model_rows(batch.feature_columns, {}, item_columns, order,
-                                                    snapshot.categories))
-                    order = np.argsort(-scores, kind="stable")
-                except Exception:  # a model serving cannot feed: popular falls back to catalog order
-                    log.exception("%s v%s cannot score the default profile", batch.name, batch.version)
-            by_category: dict[str, list[str]] = {}
-            for i in order:
-                category = snapshot.categories[i]
-                if category is not None and len(by_category.setdefault(category, [])) < POPULAR_SIZE:
-                    by_category[category].append(snapshot.item_ids[i])
-            popular = [snapshot.item_ids[i] for i in order[:POPULAR_SIZE]] if batch is not None else []
+                popular, by_category = default_popular(batch, snapshot.item_ids, item_columns, snapshot.categories)
+            except Exception:  # a model serving cannot feed: no popular list, categories in catalogue order
+                log.exception("%s v%s cannot score the default profile", batch.name, batch.version)
+                popular, by_category = default_popular(None, snapshot.item_ids, item_columns, snapshot.categories)
             self._popular = (key, popular, by_category)
 
     # ---- /feedback ---------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import pandas as pd
 
 from models.batch_steps import prepare_feast_frame
 from models.online import LABEL, ONLINE_FEATURES, new_online_model, partial_fit, sanity_check
+from models.rows import service_columns
 from models.train import BatchRanker, train_batch_ranker
-from serving.rows import service_columns
 
 FEATURE_SERVICE = "ranker_batch_v1"
 START = pd.Timestamp("2026-01-01", tz="UTC")

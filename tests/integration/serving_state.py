@@ -175,7 +175,7 @@ def register_batch(settings: Settings, seed: int = 0) -> str:
     from models.batch_steps import prepare_feast_frame, split_by_time
     from models.jobs import train_and_register_batch
     from models.registry import BATCH_MODEL, CHAMPION_ALIAS
-    from serving.rows import service_columns
+    from models.rows import service_columns
     from tests.serving_models import FEATURE_SERVICE, repo, training_frame
 
     service, _, _ = repo()

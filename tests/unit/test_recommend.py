@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 
 from models.blend import blend_scores
-from serving.recommend import (
-    MAX_CANDIDATES,
-    UserView,
-    assign_variant,
-    feature_age_s,
-    gather_candidates,
-    top_k,
-)
+from models.ranking import MAX_CANDIDATES, UserView, gather_candidates, top_k
+from serving.recommend import assign_variant, feature_age_s
 from tandem.settings import SettingsError, Variant, parse_ab_variants
 
 VARIANTS = (Variant("hybrid", 0.5, 0.5), Variant("batch_only", 0.5, 0.0))

@@ -1,7 +1,7 @@
 """Training/serving skew: models trained by models/ code, scored through serving's path on the same rows.
 
 The online rows go through Feast's value encoding and serving's decoder (what Redis holds and what
-serving reads back), then `serving.rows.model_rows` / `online_inputs` and serving's `Ranker`; the
+serving reads back), then `models.rows.model_rows` / `online_inputs` and serving's `Ranker`; the
 scores must equal what models/ computes on the training set for the same (user, item) rows.
 """
 
@@ -12,11 +12,9 @@ import pytest
 from models.batch_steps import CATEGORY_AFFINITY
 from models.blend import blend_scores
 from models.online import ONLINE_FEATURES, online_features_from_store, predict_margin
+from models.ranking import Ranker
 from models.registry import BATCH_MODEL, ONLINE_MODEL, LoadedModel
-from models.train import evaluate_ranker
-from serving.features import decode_value
-from serving.models import Ranker
-from serving.rows import (
+from models.rows import (
     FeatureSkewError,
     check_columns,
     model_rows,
@@ -24,6 +22,8 @@ from serving.rows import (
     service_columns,
     session_values,
 )
+from models.train import evaluate_ranker
+from serving.features import decode_value
 from tests.serving_models import FEATURE_SERVICE, item_rows, repo, train_batch, train_online, training_frame, user_rows
 
 CATS = ("books", "toys", "games")

@@ -1,4 +1,4 @@
-"""Online rows → the models' inputs: the one place serving turns what the store holds into model features.
+"""Online rows → the models' inputs: the one place the ranking turns what the store holds into model features.
 
 Pure functions (no I/O), unit-tested against the training set's columns, so a skew between what the
 batch ranker trained on and what serving feeds it fails a test instead of silently scoring NaNs:
