@@ -1,7 +1,8 @@
 """Quality: the `tandem evaluate` table on the demo dataset, and the hybrid's lift over its baselines.
 
-The same protocol as `tandem evaluate` (train before T, replay the events after T in time order,
-revealing each to the stream state before the next query): NDCG@10, HitRate@10 and Recall@10 for
+The same protocol as `tandem evaluate` (`tandem batch run` as of T in its own workspace, then the
+events after T replayed in time order through serving's ranking, each revealed to the stream
+processor's fold functions before the next query): NDCG@10, HitRate@10 and Recall@10 for
 popularity, batch-only, stream-only and the hybrid, all from this one run.
 """
 
@@ -14,7 +15,9 @@ LIFT_OVER_POPULAR = 2.0  # and ≥ 2× popularity
 
 
 def run(ctx: BenchContext) -> BenchResult:
-    from models.evaluate import EvaluationConfig, evaluate_dataset
+    from models.evaluate import EvaluationConfig
+    from pipelines.batch.evaluation import evaluate_dataset
+    from tandem.settings import get_settings
 
     ctx.say(f"evaluating on {ctx.dataset}")
     last = [-1]
@@ -25,7 +28,8 @@ def run(ctx: BenchContext) -> BenchResult:
             last[0] = tenth
             ctx.say(f"replay {done:,}/{total:,}")
 
-    result = evaluate_dataset(ctx.dataset, EvaluationConfig(k=10), progress=progress)
+    result = evaluate_dataset(get_settings(), ctx.dataset, EvaluationConfig(k=10), log=lambda _: None,
+                              progress=progress)
     ndcg = {row["name"]: row["ndcg@10"] for row in result.rows}
     hybrid, batch, popular = ndcg.get("hybrid"), ndcg.get("batch-only"), ndcg.get("popularity")
     rows = [Row(f"NDCG@10 {name}", "", value) for name, value in ndcg.items()]

@@ -1,31 +1,37 @@
-"""`tandem evaluate`: the evaluation protocol of DESIGN.md §5, in the fast in-process replay mode.
+"""`tandem evaluate`: the evaluation protocol of DESIGN.md §5, replayed in-process over the platform's own parts.
 
 Protocol. T is the `split_quantile` (default 80th percentile) of event timestamps. Everything
-before T is history: the batch ranker is trained on features as of t1 with labels from [t1, t2),
-checked on features as of t2 with labels from [t2, T), and the online model is warmed up by
-replaying [t2, T) through the stream state. Then every event after T is replayed in time order as
-one query: each system is asked for its top-k for that user (items the user interacted with
-before — in history or earlier in the replay — excluded), then the interaction is revealed: the
-stream state folds it in and the online model gets its labelled examples.
+before T is history: `tandem batch run --as-of T` runs on it (pipelines/batch/evaluation.py does,
+in a workspace of its own) — Spark feature views, the training set through Feast, the batch ranker
+trained, gated and registered, the candidate lists and item neighbours. What that run would
+materialize into Redis is held in memory (`BatchOutputs`), with its registered champion. Then every
+event after T is replayed in time order as one query: each system is asked for its top-k for that
+user (items the user interacted with before — in history or earlier in the replay — excluded),
+then the interaction is revealed to the stream processor's fold functions, which write what the
+processor would write (user_session_v1, item_trending_v1), and the online model gets its
+labelled examples.
 
 Systems compared in one run:
 
 * popularity — the most interacted-with items before T (recency-weighted), same for everyone;
-* batch-only — the user's precomputed candidate list scored by the batch ranker on as-of-T
-  features (new users: the popular list scored the same way), frozen during the replay;
-* stream-only — co-visitation with the user's last items in the stream plus item trend;
-* hybrid — batch candidates ∪ stream candidates ∪ the user's recent categories' popular items,
-  scored by both models and blended (models/blend.py `blend_scores`, as serving does).
+* batch-only — serving's ranking (`models.ranking.rank`) on the batch path's rows alone, online
+  weight 0: the user's precomputed list (a new user: the batch champion's default-profile picks)
+  scored by the batch ranker, frozen during the replay;
+* stream-only — co-visitation (the batch path's item neighbours) with the user's last items in the
+  stream, plus the items' trend;
+* hybrid — serving's ranking on everything serving reads: batch rows, the stream's session and
+  trending values, both models blended with the hybrid variant's online weight.
 
-"In-process" means the same feature and scoring functions as the platform, without Kafka, Redis
-or HTTP in between; the stream state is one injected dependency (`stream_state_factory`).
+"In-process" means the same functions serving and the stream processor run, without Kafka, Redis
+or HTTP in between. The online model starts untrained at T and learns from the replay as the
+stream sink would (prequential: each query is answered before its interaction is learned from).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,25 +41,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from models.blend import DEFAULT_ONLINE_WEIGHT, blend_scores
-from models.candidates import popular_items
-from models.features import BATCH_FEATURES, Catalog, EventLog, encode_events
+from models.candidates import popularity
+from models.features import Catalog, EventLog, encode_events
 from models.metrics import QueryMetrics, hit_rate_at_k, ndcg_at_k
-from models.online import LABEL, ONLINE_FEATURES, OnlineTrainer, coefficients, last_item_covisit, online_features
-from models.online import predict_margin as online_margin
-from models.session import StreamState, StreamStateFactory
-from models.stream_state import stream_processor_state
-from models.train import (
-    BatchRanker,
-    InProcessWindow,
-    build_training_frame,
-    build_window,
-    evaluate_ranker,
-    train_batch_ranker,
-)
+from models.online import LABEL, ONLINE_FEATURES, OnlineTrainer, coefficients, last_item_covisit_from_lists
+from models.ranking import CONTRACT, ItemColumns, ItemState, Ranker, default_popular, rank, trending_top, user_view
+from models.registry import ONLINE_MODEL, LoadedModel
+from models.rows import model_rows, neighbour_lists, online_inputs
+from pipelines.stream import session_features
 
 SYSTEMS: tuple[str, ...] = ("popularity", "batch-only", "stream-only", "hybrid")
-MODE = "in-process replay (same feature and scoring code, no Kafka/Redis/HTTP hops)"
+MODE = "in-process replay (the batch run's rows and champion, the stream's fold functions, serving's ranking)"
+SESSION_PREFIX = f"{CONTRACT.session_items[0]}__"
+TRENDING_PREFIX = f"{CONTRACT.trending_view}__"
 Progress = Callable[[int, int], None]
 
 
@@ -65,20 +65,17 @@ class EvaluationError(ValueError):
 class EvaluationConfig:
     k: int = 10
     split_quantile: float = 0.8
-    window_fraction: float = 0.2  # length of the label and check windows, as a share of the history span
     negatives: int = 4  # sampled negatives per revealed interaction (online examples)
-    stream_candidates: int = 50  # top stream-scored items added to the hybrid's pool
-    category_candidates: int = 30  # top items of the user's recent categories added to the hybrid's pool
     online_update_every: int = 500  # examples per online partial_fit step
-    online_weight: float = DEFAULT_ONLINE_WEIGHT
+    online_weight: float = 0.5  # the hybrid's blend weight: serving's default `hybrid` variant
     trend_weight: float = 0.1  # stream-only: weight of the normalized trend next to co-visitation
     seed: int = 7
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.split_quantile < 1.0:
             raise EvaluationError(f"split_quantile: expected a value in [0.5, 1), got {self.split_quantile!r}")
-        if not 0.0 < self.window_fraction <= 0.45:
-            raise EvaluationError(f"window_fraction: expected a value in (0, 0.45], got {self.window_fraction!r}")
+        if not 0.0 <= self.online_weight <= 1.0:
+            raise EvaluationError(f"online_weight: expected a value in [0, 1], got {self.online_weight!r}")
         if self.k < 1:
             raise EvaluationError(f"k: expected a positive integer, got {self.k!r}")
 
@@ -120,135 +117,6 @@ class EvaluationResult:
         raise KeyError(name)
 
 
-def _top_k(scores: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
-    """The k items with the highest finite scores, best first."""
-    finite = np.isfinite(scores)
-    if not finite.all():
-        scores, items = scores[finite], items[finite]
-    if len(items) > k:
-        part = np.argpartition(-scores, k - 1)[:k]
-        return items[part[np.argsort(-scores[part], kind="stable")]]
-    return items[np.argsort(-scores, kind="stable")]
-
-
-def _first_unseen(ordered: np.ndarray, seen: set[int], k: int, skip: set[int] | None = None) -> list[int]:
-    out: list[int] = []
-    for item in ordered:
-        item = int(item)
-        if item in seen or (skip is not None and item in skip):
-            continue
-        out.append(item)
-        if len(out) == k:
-            break
-    return out
-
-
-class BatchScores:
-    """The batch ranker's log-odds for every item, per user, on one window's features (computed once per user)."""
-
-    def __init__(self, ranker: BatchRanker, window: InProcessWindow, n_items: int):
-        self.ranker, self.window, self.n_items = ranker, window, n_items
-        self._cache: dict[int, np.ndarray] = {}
-        self._ordered: dict[int, np.ndarray] = {}
-
-    def all_items(self, user: int) -> np.ndarray:
-        scores = self._cache.get(user)
-        if scores is None:
-            items = np.arange(self.n_items)
-            scores = self.ranker.predict_margin(self.window.rows(np.full(self.n_items, user), items))
-            self._cache[user] = scores
-        return scores
-
-    def ordered_candidates(self, user: int) -> np.ndarray:
-        """The user's candidate list (models/candidates.py), best batch score first."""
-        ordered = self._ordered.get(user)
-        if ordered is None:
-            cand = self.window.candidates.of(user)
-            ordered = cand[np.argsort(-self.all_items(user)[cand], kind="stable")]
-            self._ordered[user] = ordered
-        return ordered
-
-
-class Replayer:
-    """Answers top-k for each system and learns from revealed interactions, one event at a time."""
-
-    def __init__(self, catalog: Catalog, window: InProcessWindow, batch: BatchScores, stream: StreamState,
-                 trainer: OnlineTrainer, config: EvaluationConfig, rng: np.random.Generator,
-                 user_ids: np.ndarray | None = None):
-        self.catalog, self.window, self.batch, self.stream = catalog, window, batch, stream
-        self.trainer, self.config, self.rng = trainer, config, rng
-        self.user_ids = user_ids  # labels the examples' user_id column (the index as a string without it)
-        self.n_items = catalog.n_items
-        self.all_items = np.arange(self.n_items)
-        pop = window.item_popularity
-        self.popular_order = popular_items(pop, self.n_items)
-        self.pop_norm = pop / pop.max() if pop.max() > 0 else pop
-
-    def stream_scores(self, user: int, now: float) -> np.ndarray:
-        """Stream-only score of every item: co-visitation with the user's last items + normalized trend."""
-        view = self.stream.view(user)
-        trend = self.stream.trend(now)
-        top = trend.max()
-        score = self.config.trend_weight * (trend / top if top > 0 else trend)
-        if view is not None and view.last_items:
-            last = np.asarray(view.last_items, dtype=np.int64)
-            weights = 1.0 / np.arange(1, len(last) + 1)
-            score = score + np.asarray(self.window.covisit[last].T @ weights).ravel()
-        return score
-
-    def hybrid_pool(self, user: int, now: float, stream_score: np.ndarray, seen: set[int]) -> np.ndarray:
-        pool = set(self.window.candidates.of(user).tolist())
-        pool.update(_top_k(stream_score, self.all_items, self.config.stream_candidates).tolist())
-        view = self.stream.view(user)
-        if view is not None:
-            share = view.recent_category_share(now)
-            recent = share[self.catalog.item_category] * self.pop_norm
-            pool.update(_top_k(np.where(recent > 0, recent, -np.inf), self.all_items,
-                               self.config.category_candidates).tolist())
-        pool.difference_update(seen)
-        return np.fromiter(pool, dtype=np.int64, count=len(pool))
-
-    def online_rows(self, user: int, items: np.ndarray, batch_logit: np.ndarray, now: float) -> np.ndarray:
-        view = self.stream.view(user)
-        return online_features(batch_logit, items, self.catalog.item_category, view,
-                               last_item_covisit(view, items, self.window.covisit), self.stream.trend(now)[items], now)
-
-    def query(self, user: int, now: float, seen: set[int]) -> dict[str, list[int]]:
-        k = self.config.k
-        popular = _first_unseen(self.popular_order, seen, k)
-        batch_top = _first_unseen(self.batch.ordered_candidates(user), seen, k)
-        if len(batch_top) < k:  # a short list is topped up with popular items, as serving does
-            batch_top += _first_unseen(self.popular_order, seen, k - len(batch_top), skip=set(batch_top))
-        s = self.stream_scores(user, now)
-        if seen:
-            s = s.copy()
-            s[np.fromiter(seen, dtype=np.int64, count=len(seen))] = -np.inf
-        stream_top = _top_k(s, self.all_items, k).tolist()
-        pool = self.hybrid_pool(user, now, s, seen)
-        batch_logit = self.batch.all_items(user)[pool]
-        if self.trainer.updates:
-            online = online_margin(self.trainer.model, self.online_rows(user, pool, batch_logit, now))
-            hybrid = blend_scores(batch_logit, online, self.config.online_weight)
-        else:
-            hybrid = batch_logit
-        hybrid_top = _top_k(hybrid, pool, k).tolist()
-        return {"popularity": popular, "batch-only": batch_top, "stream-only": stream_top, "hybrid": hybrid_top}
-
-    def examples(self, user: int, item: int, now: float, seen: set[int]) -> pd.DataFrame:
-        """Labelled rows for one revealed interaction: the item (1) and sampled pool items (0)."""
-        s = self.stream_scores(user, now)
-        pool = self.hybrid_pool(user, now, s, seen | {item})
-        n_neg = min(self.config.negatives, len(pool))
-        negatives = self.rng.choice(pool, size=n_neg, replace=False) if n_neg else np.zeros(0, dtype=np.int64)
-        items = np.r_[np.int64(item), negatives.astype(np.int64)]
-        rows = self.online_rows(user, items, self.batch.all_items(user)[items], now)
-        frame = pd.DataFrame(rows, columns=list(ONLINE_FEATURES))
-        frame[LABEL] = np.r_[1, np.zeros(n_neg, dtype=int)]
-        frame["user_id"] = self.user_ids[user] if self.user_ids is not None else str(user)
-        frame["item_id"] = self.catalog.item_ids[items].astype(str)
-        return frame
-
-
 def encode_dataset(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table) -> tuple[Catalog, EventLog]:
     """The item catalogue (items seen only in events included) and the encoded event log."""
     ev = events.to_pandas() if isinstance(events, pa.Table) else events
@@ -258,67 +126,198 @@ def encode_dataset(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Tab
     return catalog, encode_events(ev, catalog)
 
 
-def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table,
-                    config: EvaluationConfig | None = None,
-                    stream_state_factory: StreamStateFactory | None = None,
-                    progress: Progress | None = None) -> EvaluationResult:
-    """Run the whole protocol on an event log and its item catalogue; return the four-row table.
+@dataclass
+class BatchOutputs:
+    """What `tandem batch run --as-of T` leaves for serving, held in memory: the rows materialize would write
+    online (by full name `<view>__<feature>`, Python values as Feast's Redis rows decode) and the champion."""
 
-    `stream_state_factory` defaults to the stream processor's own feature functions (models/stream_state.py).
+    as_of: float
+    users: dict[str, dict[str, Any]]  # user_id → its user-keyed values (batch profile, precomputed list)
+    item_ids: list[str]
+    items: ItemColumns  # the item-keyed values (features, category, neighbours)
+    batch: Ranker
+    run: dict[str, Any] = field(default_factory=dict)  # where the run lives and what it reported
+
+
+class ReplayStore:
+    """The online store during the replay: the batch rows as of T plus what the stream processor writes.
+
+    `observe` folds one event with the processor's own functions (pipelines/stream/session_features)
+    and keeps the values it would write: the user's user_session_v1 row and the item's item_trending_v1 row.
     """
+
+    def __init__(self, outputs: BatchOutputs, item_category: Mapping[str, str]):
+        self.outputs = outputs
+        self.item_category = item_category
+        self.index = {item: i for i, item in enumerate(outputs.item_ids)}
+        self.users: dict[str, session_features.UserState] = {}
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.item_states: dict[str, session_features.ItemState] = {}
+        n = len(outputs.item_ids)
+        self.trending = {f"{TRENDING_PREFIX}{name}": np.full(n, np.nan)
+                         for name in ("events_5m", "events_1h", "clicks_1h", CONTRACT.trend_score)}
+        self.trend = self.trending[f"{TRENDING_PREFIX}{CONTRACT.trend_score}"]
+        self._trending_top: list[str] | None = None
+        popular, by_category = default_popular(outputs.batch, outputs.item_ids, outputs.items.columns,
+                                               outputs.items.categories)
+        self.batch_items = ItemState(outputs.item_ids, self.index, outputs.items.columns, outputs.items.categories,
+                                     outputs.items.covisit, outputs.items.covisit_scores, (), popular, by_category)
+        self.popular, self.by_category = popular, by_category
+
+    def observe(self, event_id: str, user_id: str, item_id: str, event_type: str, ts: float) -> None:
+        ts_us = int(round(ts * 1_000_000))
+        entry = (ts_us, event_id, item_id, event_type,
+                 self.item_category.get(item_id, session_features.UNKNOWN_CATEGORY))
+        state = self.users.get(user_id)
+        fresh = session_features.fresh_entries(state, [entry])
+        state = session_features.fold_user(state, [entry])
+        self.users[user_id] = state
+        self.sessions[user_id] = session_features.user_features(state)
+        if not fresh:  # a re-sent event counts once in trending, as the processor counts it
+            return
+        item_state = session_features.fold_item(self.item_states.get(item_id),
+                                                [session_features.entry_interaction(entry)])
+        self.item_states[item_id] = item_state
+        row = self.index.get(item_id)
+        if row is not None:  # serving reads trending for the catalogue's items only
+            for name, value in session_features.item_features(item_state).items():
+                column = self.trending.get(f"{TRENDING_PREFIX}{name}")
+                if column is not None:
+                    column[row] = value
+            self._trending_top = None
+
+    def batch_values(self, user_id: str) -> dict[str, Any]:
+        return self.outputs.users.get(user_id, {})
+
+    def values(self, user_id: str) -> dict[str, Any]:
+        """Everything serving's HMGET returns for the user: batch rows and the stream's session row."""
+        session = self.sessions.get(user_id)
+        if session is None:
+            return self.batch_values(user_id)
+        return {**self.batch_values(user_id), **{f"{SESSION_PREFIX}{k}": v for k, v in session.items()}}
+
+    def live_items(self) -> ItemState:
+        """The catalogue as serving holds it with the stream's trending values read back."""
+        if self._trending_top is None:
+            self._trending_top = trending_top(self.outputs.item_ids, self.trend)
+        b = self.batch_items
+        return ItemState(b.item_ids, b.index, {**b.columns, **self.trending}, b.categories, b.covisit,
+                         b.covisit_scores, self._trending_top, b.popular, b.popular_by_category)
+
+
+def _first_unseen(ordered: np.ndarray, seen: set[str], k: int) -> list[str]:
+    out: list[str] = []
+    for item in ordered:
+        if item not in seen:
+            out.append(item)
+            if len(out) == k:
+                break
+    return out
+
+
+def _online_ranker(trainer: OnlineTrainer) -> Ranker | None:
+    """The online model as the replay has trained it so far, scored the way serving scores a champion."""
+    if not trainer.updates:
+        return None
+    return Ranker(LoadedModel(ONLINE_MODEL, f"replay-{trainer.updates}", "", trainer.model, list(ONLINE_FEATURES)))
+
+
+class Systems:
+    """Each system's top-k for one query, over one ReplayStore."""
+
+    def __init__(self, store: ReplayStore, popular_order: np.ndarray, config: EvaluationConfig):
+        self.store, self.config = store, config
+        self.popular_order = popular_order
+        self.all_items = list(store.outputs.item_ids)
+        self.item_array = np.asarray(self.all_items, dtype=object)
+
+    def stream_only(self, user_id: str, seen: set[str]) -> list[str]:
+        """Co-visitation of every item with the user's last items (newer weigh more) plus the normalized trend."""
+        store, items = self.store, self.store.outputs.items
+        trend = np.nan_to_num(store.trend, nan=0.0)
+        top = trend.max() if len(trend) else 0.0
+        score = self.config.trend_weight * (trend / top if top > 0 else trend)
+        session = store.sessions.get(user_id)
+        last = [str(i) for i in (session or {}).get("last_item_ids") or ()]
+        if last:
+            score = score + last_item_covisit_from_lists(
+                last, self.all_items, neighbour_lists(last, items.covisit, items.covisit_scores))
+        order = self.item_array[np.argsort(-score, kind="stable")]
+        return _first_unseen(order, seen, self.config.k)
+
+    def answer(self, user_id: str, now: float, seen: set[str], online: Ranker | None
+               ) -> tuple[dict[str, list[str]], list[str]]:
+        """Top-k per system, and the hybrid's candidates (what serving would have scored)."""
+        k, store = self.config.k, self.store
+        batch_values = store.batch_values(user_id)
+        batch_only = rank(user_view(user_id, batch_values), batch_values, store.batch_items, store.outputs.batch,
+                          None, 0.0, k, now, seen)
+        values = store.values(user_id)
+        hybrid = rank(user_view(user_id, values), values, store.live_items(), store.outputs.batch, online,
+                      self.config.online_weight, k, now, seen)
+        answers = {"popularity": _first_unseen(self.popular_order, seen, k),
+                   "batch-only": [r.item_id for r in batch_only.items],
+                   "stream-only": self.stream_only(user_id, seen),
+                   "hybrid": [r.item_id for r in hybrid.items]}
+        return answers, hybrid.candidate_ids
+
+    def examples(self, user_id: str, item_id: str, candidates: list[str], now: float,
+                 rng: np.random.Generator) -> pd.DataFrame | None:
+        """The online model's labelled rows for one revealed interaction: the item (1) and sampled candidates (0),
+        with the features serving would have computed for them just before it."""
+        store = self.store
+        if item_id not in store.index:
+            return None
+        pool = [c for c in candidates if c != item_id]
+        n_neg = min(self.config.negatives, len(pool))
+        negatives = [pool[i] for i in rng.choice(len(pool), size=n_neg, replace=False)] if n_neg else []
+        ids = [item_id, *negatives]
+        rows = np.fromiter((store.index[i] for i in ids), dtype=np.int64, count=len(ids))
+        items = store.live_items()
+        categories = [items.categories[r] for r in rows.tolist()]
+        values = store.values(user_id)
+        batch = store.outputs.batch
+        batch_logit = batch.score(model_rows(batch.feature_columns, values, items.columns, rows, categories))
+        x = online_inputs(batch_logit, ids, categories, values, items.covisit, items.covisit_scores,
+                          store.trend[rows], now)
+        frame = pd.DataFrame(x, columns=list(ONLINE_FEATURES))
+        frame[LABEL] = np.r_[1, np.zeros(n_neg, dtype=int)]
+        return frame
+
+
+def split_time(ts: np.ndarray, quantile: float) -> float:
+    """T: the `quantile` of the event timestamps, in whole microseconds (what `--as-of` is given)."""
+    split = float(np.quantile(np.asarray(ts, dtype=np.float64), quantile))
+    return np.floor(split * 1_000_000) / 1_000_000
+
+
+def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outputs: BatchOutputs,
+           config: EvaluationConfig | None = None, progress: Progress | None = None) -> EvaluationResult:
+    """Replay the events at or after `outputs.as_of` (T) against the batch run's outputs; return the table."""
     config = config or EvaluationConfig()
-    stream_state_factory = stream_state_factory or stream_processor_state
     started = time.perf_counter()
     catalog, log = encode_dataset(events, items)
-    rng = np.random.default_rng(config.seed)
-    split = float(np.quantile(log.ts, config.split_quantile))
-    span = split - float(log.ts[0])
-    t2 = split - config.window_fraction * span
-    t1 = t2 - config.window_fraction * span
-    if span <= 0:
-        raise EvaluationError("all events share one timestamp: there is no time to split")
-
-    # batch: train on (features as of t1, labels in [t1, t2)), check on (as of t2, labels in [t2, T))
-    window1 = build_window(log, catalog, t1)
-    train_frame = build_training_frame(log, catalog, window1, t2, seed=config.seed)
-    ranker = train_batch_ranker(train_frame, list(BATCH_FEATURES))
-    window2 = build_window(log, catalog, t2)
-    check_frame = build_training_frame(log, catalog, window2, split, seed=config.seed + 1)
-    batch_check = evaluate_ranker(ranker.predict(check_frame), check_frame, k=config.k)
-    window_t = build_window(log, catalog, split)
-
-    stream = stream_state_factory(catalog)
-    seen: dict[int, set[int]] = {}
-    warm_start = int(np.searchsorted(log.ts, t2, side="left"))
+    split = outputs.as_of
     replay_start = int(np.searchsorted(log.ts, split, side="left"))
-    for j in range(warm_start):
-        reveal_event(stream, seen, log, j)
+    if replay_start == 0 or replay_start == len(log):
+        raise EvaluationError(f"T = {_iso(split)} leaves no history or nothing to replay")
+    item_ids = catalog.item_ids.astype(str)
+    user_ids = log.user_ids.astype(str)
+    category = {str(i): catalog.category_names[c] for i, c in zip(item_ids, catalog.item_category, strict=True)}
+    store = ReplayStore(outputs, category)
+    pop = popularity(log, catalog.n_items, split)
+    systems = Systems(store, item_ids[np.argsort(-pop, kind="stable")], config)
+    rng = np.random.default_rng(config.seed)
+    seen: dict[str, set[str]] = {}
+    for j in range(replay_start):
+        seen.setdefault(user_ids[log.user[j]], set()).add(item_ids[log.item[j]])
 
     trainer = OnlineTrainer(update_every=config.online_update_every)
-    n_replay = len(log) - replay_start
-    total = (replay_start - warm_start) + n_replay
-    done = 0
-    # online warm-up: replay [t2, T) with batch scores on as-of-t2 features, learning as the stream would
-    warm = Replayer(catalog, window2, BatchScores(ranker, window2, catalog.n_items), stream, trainer, config, rng,
-                    log.user_ids)
-    for j in range(warm_start, replay_start):
-        user, item, now = int(log.user[j]), int(log.item[j]), float(log.ts[j])
-        user_seen = seen.setdefault(user, set())
-        if item not in user_seen:
-            trainer.add(warm.examples(user, item, now, user_seen))
-        reveal_event(stream, seen, log, j)
-        done += 1
-        if progress and done % 500 == 0:
-            progress(done, total)
-    trainer.flush()
-    warm_updates = trainer.updates
-
-    replay = Replayer(catalog, window_t, BatchScores(ranker, window_t, catalog.n_items), stream, trainer, config,
-                      rng, log.user_ids)
     metrics = {name: QueryMetrics(name) for name in SYSTEMS}
+    n_replay = len(log) - replay_start
     answerable = 0
-    for j in range(replay_start, len(log)):
-        user, item, now = int(log.user[j]), int(log.item[j]), float(log.ts[j])
+    for done, j in enumerate(range(replay_start, len(log)), start=1):
+        user, item, now = user_ids[log.user[j]], item_ids[log.item[j]], float(log.ts[j])
         user_seen = seen.setdefault(user, set())
         if item in user_seen:
             # an item seen before is excluded from every list: a miss for all systems, no need to ask
@@ -326,42 +325,44 @@ def evaluate_events(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Ta
                 m.ranks.append(0)
         else:
             answerable += 1
-            answers = replay.query(user, now, user_seen)
+            answers, candidates = systems.answer(user, now, user_seen, _online_ranker(trainer))
             for name, top in answers.items():
                 metrics[name].add(item, top)
-            trainer.add(replay.examples(user, item, now, user_seen))
-        reveal_event(stream, seen, log, j)
-        done += 1
+            frame = systems.examples(user, item, candidates, now, rng)
+            if frame is not None:
+                trainer.add(frame)
+        store.observe(f"replay-{j}", user, item, str(log.event_type[j]), now)
+        user_seen.add(item)
         if progress and done % 500 == 0:
-            progress(done, total)
+            progress(done, n_replay)
     if progress:
-        progress(total, total)
+        progress(n_replay, n_replay)
 
     rows = [metrics[name].summary(config.k) for name in SYSTEMS]
     known = np.zeros(log.n_users, dtype=bool)
     known[log.user[:replay_start]] = True
-    by_user = by_user_group(known[log.user[replay_start:]], {name: metrics[name].ranks for name in SYSTEMS},
-                            config.k)
-    per_day = replay_by_day(log.ts[replay_start:], {name: metrics[name].ranks for name in SYSTEMS}, config.k)
+    ranks = {name: metrics[name].ranks for name in SYSTEMS}
     details = {
         "split_ts": _iso(split),
-        "train_window": {"features_as_of": _iso(t1), "labels": [_iso(t1), _iso(t2)]},
-        "check_window": {"features_as_of": _iso(t2), "labels": [_iso(t2), _iso(split)]},
+        "batch_run": outputs.run,
+        "batch_ranker": {"name": outputs.batch.name, "version": outputs.batch.version,
+                         "feature_service": outputs.batch.feature_service,
+                         "columns": len(outputs.batch.feature_columns)},
         "events": len(log), "history_events": replay_start, "replayed_events": n_replay,
         "queries": n_replay, "queries_with_unseen_item": answerable,
         "users": int(log.n_users), "items": int(catalog.n_items),
-        "batch_ranker_check": batch_check,
-        "online_updates": {"warm_up": warm_updates, "during_replay": trainer.updates - warm_updates,
-                           "examples": trainer.examples_seen, "every": config.online_update_every},
+        "online_updates": {"during_replay": trainer.updates, "examples": trainer.examples_seen,
+                           "every": config.online_update_every},
         "online_coefficients": coefficients(trainer.model),
         "online_weight": config.online_weight,
-        "stream_features": getattr(stream_state_factory, "__name__", type(stream_state_factory).__name__),
+        "choices": {"tuned": False,
+                    "note": "fixed defaults: online weight = serving's hybrid variant, candidate quotas = serving's; "
+                            "nothing was chosen on the replay"},
         "seconds": round(time.perf_counter() - started, 1),
-        "per_day": per_day,
-        "by_user": by_user,
+        "per_day": replay_by_day(log.ts[replay_start:], ranks, config.k),
+        "by_user": by_user_group(known[log.user[replay_start:]], ranks, config.k),
     }
-    mode = f"{MODE}; stream features: {details['stream_features']}"
-    return EvaluationResult(rows, config.k, mode, details)
+    return EvaluationResult(rows, config.k, MODE, details)
 
 
 def by_user_group(returning: np.ndarray, ranks: dict[str, list[int]], k: int) -> dict[str, dict[str, Any]]:
@@ -392,28 +393,8 @@ def replay_by_day(ts: np.ndarray, ranks: dict[str, list[int]], k: int) -> list[d
     return out
 
 
-def reveal_event(stream: StreamState, seen: dict[int, set[int]], log: EventLog, j: int) -> None:
-    """Show event j to the stream state and mark its item seen by its user."""
-    user, item = int(log.user[j]), int(log.item[j])
-    stream.observe(user, item, bool(log.positive[j]), float(log.ts[j]), int(log.session[j]))
-    seen.setdefault(user, set()).add(item)
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat()
-
-
-def evaluate_dataset(dataset_dir: Path, config: EvaluationConfig | None = None,
-                     stream_state_factory: StreamStateFactory | None = None,
-                     progress: Progress | None = None) -> EvaluationResult:
-    """Read a dataset directory (pipelines/dataset.py layout) and evaluate it."""
-    from pipelines.dataset import read_events, read_items, read_metadata
-
-    meta = read_metadata(dataset_dir)
-    result = evaluate_events(read_events(dataset_dir), read_items(dataset_dir), config, stream_state_factory,
-                             progress)
-    result.details["dataset"] = {"path": str(dataset_dir), "source": meta.get("source"), "seed": meta.get("seed")}
-    return result
 
 
 def write_report(result: EvaluationResult, reports_dir: Path, json_path: Path | None = None) -> tuple[Path, Path]:

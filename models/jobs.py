@@ -25,8 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.candidates import candidates_frame, covisitation_matrix, item_neighbours_frame
-from models.evaluate import BatchScores, Replayer, encode_dataset, reveal_event
-from models.evaluate import EvaluationConfig as ReplayConfig
+from models.evaluate import encode_dataset
 from models.features import BATCH_FEATURES, Catalog, EventLog
 from models.online import LABEL, OnlineTrainer, new_online_model, partial_fit, sanity_check
 from models.registry import (
@@ -39,6 +38,7 @@ from models.registry import (
     register_batch_ranker,
     register_online_ranker,
 )
+from models.replay_examples import BatchScores, ExampleConfig, Replayer, reveal_event
 from models.stream_state import stream_processor_state
 from models.train import (
     BatchRanker,
@@ -238,7 +238,7 @@ def online_examples(events: pd.DataFrame, items: pd.DataFrame, ranker: BatchRank
     first = int(np.searchsorted(log.ts, start, side="left"))
     for j in range(first):
         reveal_event(stream, seen, log, j)
-    config = ReplayConfig()
+    config = ExampleConfig()
     batch = _DeferredBatchScores(catalog.n_items) if pair_scorer else BatchScores(ranker, window, catalog.n_items)
     replay = Replayer(catalog, window, batch, stream, OnlineTrainer(), config, np.random.default_rng(config.seed),
                       log.user_ids)

@@ -290,7 +290,7 @@ class Ranking:
     """`rank`'s answer: the top items (probabilities, as the API reports them) and how they were decided."""
 
     items: list[Ranked]
-    candidates: int
+    candidate_ids: list[str]  # every candidate scored, in gathering order
     missing: tuple[str, ...]  # models that were not there to score (BATCH_MODEL_MISSING, ONLINE_MODEL_MISSING)
 
 
@@ -331,4 +331,4 @@ def rank(user: UserView, values: Mapping[str, Any], items: ItemState, batch: Ran
     # models score in log-odds and blend there (models/blend.py); the API reports probabilities
     ranked = top_k(gathered, sigmoid(blended), None if batch_score is None else sigmoid(batch_score),
                    None if online_score is None else sigmoid(online_score), k)
-    return Ranking(ranked, len(gathered), tuple(missing))
+    return Ranking(ranked, gathered, tuple(missing))

@@ -298,18 +298,24 @@ def evaluate(
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON here.")] = None,
     k: Annotated[int, typer.Option(min=1, help="List length (the protocol's default is 10).")] = 10,
 ) -> None:
-    """Train on history before T (80th percentile of time), replay after T; HitRate/NDCG/Recall@k for
-    popularity, batch-only, stream-only and hybrid in one table."""
-    from models.evaluate import EvaluationConfig, EvaluationError, evaluate_dataset, write_report
+    """`tandem batch run` as of T (80th percentile of time) in a workspace of its own, then replay every event
+    after T through serving's ranking and the stream's fold functions; HitRate/NDCG/Recall@k for popularity,
+    batch-only, stream-only and hybrid in one table. Nothing touches the served champion or the online store."""
+    from models.evaluate import EvaluationConfig, EvaluationError, write_report
+    from models.rows import FeatureSkewError
     from models.train import TrainingError
+    from pipelines.batch.evaluation import evaluate_dataset
     from pipelines.dataset import DatasetError
 
     settings = _settings()
     data = data or settings.data_dir
+    hybrid = [v for v in settings.ab_variants if v.name == "hybrid"]
+    config = EvaluationConfig(k=k, **({"online_weight": hybrid[0].online_weight} if hybrid else {}))
     try:
-        with progress_bar(f"evaluating on {data} (train before T, replay after)") as update:
-            result = evaluate_dataset(data, EvaluationConfig(k=k), progress=update)
-    except (DatasetError, EvaluationError, TrainingError) as exc:
+        with progress_bar(f"evaluating on {data}: batch path before T, replay after") as update:
+            result = evaluate_dataset(settings, data, config, log=lambda msg: console.print(f"  {msg}"),
+                                      progress=update)
+    except (DatasetError, EvaluationError, TrainingError, FeatureSkewError) as exc:
         fail(str(exc))
     table = Table(title=f"tandem evaluate — {result.details['queries']:,} replayed queries after "
                         f"{result.details['split_ts']}")
@@ -472,6 +478,9 @@ def batch_run(
     negatives: Annotated[int, typer.Option(min=0, help="Sampled negatives per positive example.")] = 4,
     models: Annotated[bool, typer.Option(help="Run the model steps (train + register the batch ranker, candidate "
                                               "lists) between the training set and materialize.")] = True,
+    materialize: Annotated[bool, typer.Option(help="Publish the latest rows to the online store at the end "
+                                                   "(--no-materialize: offline tables and the registry only).")]
+    = True,
 ) -> None:
     """Validate raw events, compute features, feast apply, build the training set, train, materialize."""
     from datetime import date
@@ -506,6 +515,8 @@ def batch_run(
 
         _quiet_mlflow()
         steps = insert_steps(steps, before="materialize", new=model_steps())
+    if not materialize:
+        steps = [step for step in steps if step.name != "materialize"]
     with progress_bar("batch run") as update:
         def on_step(i, total, step):
             update(i, total, description=f"batch run: {step.description}" if i < total else "batch run")

@@ -131,3 +131,47 @@ def train_online(seed: int = 0, steps: int = 5):
 
 def categories_of(frame: pd.DataFrame, item_view: str = "item_features_v1") -> Sequence[str]:
     return list(frame[f"{item_view}__category"])
+
+
+def batch_outputs(events: pd.DataFrame, items: pd.DataFrame, as_of: float):
+    """models.evaluate.BatchOutputs for a log, shaped like `tandem batch run --as-of` leaves them: per-user
+    batch rows (taste = the user's most frequent category before `as_of`) with a candidate list, per-item rows
+    with the co-visited neighbours the candidate step computes, and a batch ranker trained on such rows."""
+    from models.candidates import covisitation_matrix, generate_candidates, item_neighbours_frame
+    from models.evaluate import BatchOutputs, encode_dataset
+    from models.ranking import Ranker, catalogue_columns
+    from models.registry import BATCH_MODEL, LoadedModel
+
+    service, user_view, item_view = repo()
+    catalog, log = encode_dataset(events, items)
+    hist = events[pd.to_datetime(events["ts"], utc=True) < pd.Timestamp(as_of, unit="s", tz="UTC")]
+    category = dict(zip(items["item_id"], items["category"], strict=True))
+    names = sorted(set(category.values()))
+    taste = hist.assign(c=hist["item_id"].map(category)).groupby("user_id")["c"].agg(lambda c: c.mode().iloc[0])
+    users = sorted(taste.index)
+    user_df = user_rows(user_view, users, lambda u: taste[u], lambda u: names[(names.index(taste[u]) + 1) % len(names)])
+    item_ids = [str(i) for i in catalog.item_ids]
+    item_df = item_rows(item_view, item_ids, lambda i: category[i])
+    ranker, _ = train_batch(training_frame(user_df, item_df), service)
+    cand = generate_candidates(log, catalog, as_of)
+    user_values = {}
+    for row in user_df.to_dict("records"):
+        u = row.pop("user_id")
+        values = {f"{user_view.name}__{k}": (None if isinstance(v, float) and np.isnan(v) else v)
+                  for k, v in row.items()}
+        index = log.user_index[u]
+        values["user_candidates_v1__candidate_item_ids"] = [item_ids[i] for i in cand.of(index)]
+        user_values[u] = values
+    neighbours = item_neighbours_frame(covisitation_matrix(log.before(as_of), catalog.n_items), catalog,
+                                       pd.Timestamp(as_of, unit="s", tz="UTC")).set_index("item_id")
+    item_values = []
+    for row in item_df.to_dict("records"):
+        i = row.pop("item_id")
+        values = {f"{item_view.name}__{k}": v for k, v in row.items()}
+        if i in neighbours.index:
+            values["item_neighbours_v1__neighbour_item_ids"] = list(neighbours.at[i, "neighbour_item_ids"])
+            values["item_neighbours_v1__neighbour_scores"] = list(neighbours.at[i, "neighbour_scores"])
+        item_values.append(values)
+    loaded = LoadedModel(BATCH_MODEL, "1", "", ranker, list(ranker.feature_columns),
+                         {"feature_service": FEATURE_SERVICE})
+    return BatchOutputs(as_of, user_values, item_ids, catalogue_columns(item_ids, item_values), Ranker(loaded))

@@ -43,7 +43,9 @@ def test_evaluate_prints_the_four_rows_and_writes_the_reports(small_dataset, tmp
 
 def test_evaluate_runs_on_a_movielens_directory(small_dataset, tmp_path):
     """The generated interactions written as MovieLens CSVs (ratings only, no sessions), then converted."""
-    from models.evaluate import EvaluationConfig, evaluate_dataset
+    from models.evaluate import EvaluationConfig
+    from pipelines.batch.evaluation import evaluate_dataset
+    from tandem.settings import Settings
 
     ev = read_events(small_dataset).to_pandas()
     items = read_items(small_dataset).to_pandas()
@@ -56,7 +58,8 @@ def test_evaluate_runs_on_a_movielens_directory(small_dataset, tmp_path):
     pd.DataFrame({"movieId": items.item_id.str[1:].astype(int), "title": items.title,
                   "genres": items.category}).to_csv(ml / "movies.csv", index=False)
     convert_movielens(ml, tmp_path / "converted")
-    result = evaluate_dataset(tmp_path / "converted", EvaluationConfig(online_update_every=200))
+    result = evaluate_dataset(Settings(home=tmp_path / "home"), tmp_path / "converted",
+                              EvaluationConfig(online_update_every=200))
     assert [r["name"] for r in result.rows] == ["popularity", "batch-only", "stream-only", "hybrid"]
     assert result.details["queries"] > 100 and result.details["dataset"]["source"] == "movielens"
     assert result.row("hybrid")["hitrate@10"] > 0

@@ -1,4 +1,5 @@
-"""notebooks/feature_exploration.ipynb against real Feast, Spark and Redis: it builds its own tiny batch state."""
+"""The notebooks that run the batch path: feature_exploration.ipynb against real Feast, Spark and Redis (it builds
+its own tiny batch state), evaluation.ipynb through `tandem batch run` in the evaluation's own workspace."""
 
 from __future__ import annotations
 
@@ -27,3 +28,13 @@ def test_feature_exploration_notebook_builds_state_and_reads_feast(tmp_path, mon
     assert counts[0] == counts[1], equal  # Redis serves exactly the latest offline snapshot
     assert images(nb) >= 4  # user and item histograms, snapshot means, training set by label
     assert (tmp_path / "home" / "notebook-state" / "offline" / "user_features").is_dir()
+
+
+@pytest.mark.slow
+def test_evaluation_notebook_runs_and_plots(tmp_path, monkeypatch):
+    monkeypatch.delenv("TANDEM_NOTEBOOK_DATA", raising=False)
+    monkeypatch.setenv("TANDEM_HOME", str(tmp_path / "home"))  # the evaluation's workspace goes there
+    nb = execute("evaluation.ipynb", timeout=600)
+    assert images(nb) >= 3  # the table's bars, quality over replay time, queries per day
+    out = text(nb)
+    assert "hybrid" in out and "batch-only" in out and "replayed queries" in out

@@ -3,9 +3,7 @@
 import pandas as pd
 import pytest
 
-from models.evaluate import EvaluationConfig, evaluate_events
 from models.features import Catalog
-from tests.models_data import drifting_log
 
 
 def test_stream_processor_state_reads_back_what_the_stream_would_store():
@@ -22,13 +20,3 @@ def test_stream_processor_state_reads_back_what_the_stream_would_store():
     assert view.last_event_ts == pytest.approx(1060.0)
     assert state.trend(2000.0)[2] > 0 and state.trend(2000.0)[1] == 0
     assert state.view(1) is None
-
-
-def test_evaluation_on_the_stream_functions_still_rewards_recency():
-    from models.stream_state import stream_processor_state
-
-    events, items = drifting_log(n_users=120, n_items=60, days=16, sessions_per_user=8)
-    result = evaluate_events(events, items, EvaluationConfig(online_update_every=200),
-                             stream_state_factory=stream_processor_state)
-    assert result.details["stream_features"] == "stream_processor_state"
-    assert result.row("hybrid")["ndcg@10"] > result.row("batch-only")["ndcg@10"]

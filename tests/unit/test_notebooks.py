@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nbformat
 from nbclient import NotebookClient
 
@@ -32,11 +30,3 @@ def text(nb: nbformat.NotebookNode) -> str:
             parts.append(out.get("text", ""))
             parts.append(out.get("data", {}).get("text/plain", ""))
     return "\n".join(parts)
-
-
-def test_evaluation_notebook_runs_and_plots(tmp_path: Path, monkeypatch):
-    monkeypatch.delenv("TANDEM_NOTEBOOK_DATA", raising=False)
-    nb = execute("evaluation.ipynb")
-    assert images(nb) >= 3  # the table's bars, quality over replay time, queries per day
-    out = text(nb)
-    assert "hybrid" in out and "batch-only" in out and "replayed queries" in out

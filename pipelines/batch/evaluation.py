@@ -1,0 +1,173 @@
+"""The batch side of `tandem evaluate`: `tandem batch run --as-of T` in a workspace of its own, read back.
+
+The evaluation measures the platform, so its batch side is the batch path itself: the command
+`tandem batch run` runs as a subprocess on the dataset, as of T, with every place it writes
+pointed into a workspace (`TANDEM_HOME`, the offline store, the Feast registry, and an MLflow
+tracking store in a SQLite file there). Nothing the evaluation trains or registers can touch the
+user's `batch-ranker@champion`, offline tables or online store; materialize is skipped.
+
+`read_batch_outputs` then holds in memory what that run would have materialized: for every view
+`tandem batch run` publishes online, each entity's latest row within the view's TTL before T,
+decoded to the Python values serving reads back from Redis, and the run's registered champion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from models.evaluate import (
+    BatchOutputs,
+    EvaluationConfig,
+    EvaluationError,
+    EvaluationResult,
+    Progress,
+    replay,
+    split_time,
+)
+from models.ranking import Ranker, catalogue_columns
+from models.registry import BATCH_MODEL, RegistryError, load_champion
+from models.rows import check_columns, service_columns
+from pipelines.batch import feast_repo, offline
+from pipelines.batch.run import ONLINE_VIEWS
+from tandem.settings import Settings
+
+EVALUATE_DIR = "evaluate"
+
+
+def workspace_for(settings: Settings, dataset_dir: Path, as_of: datetime) -> Path:
+    """Where the evaluation's batch run lives: $TANDEM_HOME/evaluate/<dataset>-<T>."""
+    stamp = as_of.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return settings.home / EVALUATE_DIR / f"{Path(dataset_dir).resolve().name}-{stamp}"
+
+
+def workspace_env(workspace: Path) -> dict[str, str]:
+    """The settings that point every write of a batch run into `workspace`."""
+    return {"TANDEM_HOME": str(workspace), "TANDEM_OFFLINE_DIR": str(workspace / "offline"),
+            "TANDEM_FEAST_REGISTRY": str(workspace / "feast" / "registry.db"),
+            "MLFLOW_TRACKING_URI": tracking_uri(workspace)}
+
+
+def tracking_uri(workspace: Path) -> str:
+    return f"sqlite:///{workspace / 'mlflow.db'}"
+
+
+@contextlib.contextmanager
+def _workspace_environment(workspace: Path) -> Iterator[None]:
+    """This process's settings pointed at the workspace while its tables are read (feature_repo/ reads them)."""
+    saved = {key: os.environ.get(key) for key in workspace_env(workspace)}
+    os.environ.update(workspace_env(workspace))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_batch_path(dataset_dir: Path, as_of: datetime, workspace: Path, log: Callable[[str], None] = print) -> None:
+    """`tandem batch run --as-of T --no-materialize` on the dataset, writing only into a fresh `workspace`."""
+    shutil.rmtree(workspace, ignore_errors=True)
+    workspace.mkdir(parents=True)
+    env = {**os.environ, **workspace_env(workspace), "TANDEM_DATA": str(Path(dataset_dir).resolve())}
+    cmd = [sys.executable, "-m", "tandem", "batch", "run", "--data", str(Path(dataset_dir).resolve()),
+           "--as-of", as_of.astimezone(UTC).isoformat(), "--no-materialize"]
+    # MLflow keeps artifacts beside the working directory of a SQLite tracking store: the workspace's
+    proc = subprocess.Popen(cmd, cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line and not line.lstrip().startswith(("WARN", "Using Spark", "To adjust", "Setting default")):
+            log(line)
+            tail = [*tail[-19:], line]
+    if proc.wait() != 0:
+        raise EvaluationError(f"the evaluation's batch run failed (exit {proc.returncode}); its last lines:\n"
+                              + "\n".join(tail) + f"\nworkspace: {workspace}")
+
+
+def _latest_online_rows(view: str, as_of: datetime) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Each entity's latest row of `view` with as_of - ttl < event_timestamp <= as_of, by full feature name."""
+    fv = feast_repo.feature_view(view)
+    key = feast_repo.arrow_schema(view).names[0]  # the entity's join key comes first
+    names = feast_repo.feature_names(view)
+    try:
+        table = offline.read_partitions(feast_repo.source_path(view))
+    except FileNotFoundError:
+        return key, {}
+    frame = table.to_pandas()
+    ts = pd.to_datetime(frame["event_timestamp"], utc=True)
+    start = pd.Timestamp(as_of - fv.ttl) if fv.ttl else pd.Timestamp.min.tz_localize("UTC")
+    frame = frame[(ts > start) & (ts <= pd.Timestamp(as_of))]
+    frame = frame.sort_values("event_timestamp", kind="stable").groupby(key, as_index=False).tail(1)
+    rows = pa.Table.from_pandas(frame[[key, *names]], preserve_index=False).to_pylist()
+    return key, {str(r.pop(key)): {f"{view}__{n}": v for n, v in r.items()} for r in rows}
+
+
+def read_batch_outputs(workspace: Path, as_of: datetime) -> BatchOutputs:
+    """What the workspace's batch run would put online as of `as_of`, and its batch-ranker champion."""
+    users: dict[str, dict[str, Any]] = {}
+    items: dict[str, dict[str, Any]] = {}
+    with _workspace_environment(workspace):
+        for view in ONLINE_VIEWS:
+            key, rows = _latest_online_rows(view, as_of)
+            target = users if key == "user_id" else items
+            for entity, values in rows.items():
+                target.setdefault(entity, {}).update(values)
+        try:
+            champion = Ranker(load_champion(BATCH_MODEL, tracking_uri(workspace)))
+        except RegistryError as exc:
+            raise EvaluationError(f"the evaluation's batch run registered no champion: {exc}") from None
+        service = champion.feature_service
+        try:
+            columns = service_columns(feast_repo.feature_service(service))
+        except KeyError:
+            columns = None
+        check_columns(champion.feature_columns, columns, service)  # what serving checks before scoring
+    if not items:
+        raise EvaluationError(f"the evaluation's batch run left no item rows online as of {as_of.isoformat()}")
+    item_ids = sorted(items)
+    return BatchOutputs(as_of=as_of.timestamp(), users=users, item_ids=item_ids,
+                        items=catalogue_columns(item_ids, [items[i] for i in item_ids]), batch=champion,
+                        run={"workspace": str(workspace), "command": "tandem batch run --no-materialize",
+                             "as_of": as_of.isoformat(), "users_online": len(users), "items_online": len(item_ids)})
+
+
+def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationConfig | None = None,
+                     log: Callable[[str], None] = print, progress: Progress | None = None) -> EvaluationResult:
+    """The whole protocol on a dataset directory: T, the batch run as of T in its workspace, then the replay."""
+    from pipelines.dataset import read_events, read_items, read_metadata
+
+    config = config or EvaluationConfig()
+    meta = read_metadata(dataset_dir)
+    events, items = read_events(dataset_dir).to_pandas(), read_items(dataset_dir).to_pandas()
+    if len(events) < 100:
+        raise EvaluationError(f"the dataset has {len(events)} events; the evaluation needs at least 100")
+    ts = pd.to_datetime(events["ts"], utc=True)
+    epoch = ((ts - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=float)
+    if epoch.min() == epoch.max():
+        raise EvaluationError("all events share one timestamp: there is no time to split")
+    as_of = datetime.fromtimestamp(split_time(epoch, config.split_quantile), tz=UTC)
+    workspace = workspace_for(settings, dataset_dir, as_of)
+    log(f"batch path as of T = {as_of.isoformat()} in {workspace}")
+    started = time.perf_counter()
+    run_batch_path(dataset_dir, as_of, workspace, log)
+    outputs = read_batch_outputs(workspace, as_of)
+    outputs.run["seconds"] = round(time.perf_counter() - started, 1)
+    result = replay(events, items, outputs, config, progress)
+    result.details["dataset"] = {"path": str(dataset_dir), "source": meta.get("source"), "seed": meta.get("seed")}
+    return result
