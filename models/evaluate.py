@@ -45,12 +45,24 @@ from models.candidates import popularity
 from models.features import Catalog, EventLog, encode_events
 from models.metrics import QueryMetrics, hit_rate_at_k, ndcg_at_k
 from models.online import LABEL, ONLINE_FEATURES, OnlineTrainer, coefficients, last_item_covisit_from_lists
-from models.ranking import CONTRACT, ItemColumns, ItemState, Ranker, default_popular, rank, trending_top, user_view
+from models.ranking import (
+    CONTRACT,
+    ItemColumns,
+    ItemState,
+    Ranker,
+    Ranking,
+    blend_top_k,
+    default_popular,
+    rank,
+    trending_top,
+    user_view,
+)
 from models.registry import ONLINE_MODEL, LoadedModel
 from models.rows import model_rows, neighbour_lists, online_inputs
 from pipelines.stream import session_features
 
 SYSTEMS: tuple[str, ...] = ("popularity", "batch-only", "stream-only", "hybrid")
+ONLINE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # what the validation replay chooses from
 MODE = "in-process replay (the batch run's rows and champion, the stream's fold functions, serving's ranking)"
 SESSION_PREFIX = f"{CONTRACT.session_items[0]}__"
 TRENDING_PREFIX = f"{CONTRACT.trending_view}__"
@@ -67,14 +79,14 @@ class EvaluationConfig:
     split_quantile: float = 0.8
     negatives: int = 4  # sampled negatives per revealed interaction (online examples)
     online_update_every: int = 500  # examples per online partial_fit step
-    online_weight: float = 0.5  # the hybrid's blend weight: serving's default `hybrid` variant
+    online_weight: float | None = None  # the hybrid's blend weight; None: chosen on the validation split
     trend_weight: float = 0.1  # stream-only: weight of the normalized trend next to co-visitation
     seed: int = 7
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.split_quantile < 1.0:
             raise EvaluationError(f"split_quantile: expected a value in [0.5, 1), got {self.split_quantile!r}")
-        if not 0.0 <= self.online_weight <= 1.0:
+        if self.online_weight is not None and not 0.0 <= self.online_weight <= 1.0:
             raise EvaluationError(f"online_weight: expected a value in [0, 1], got {self.online_weight!r}")
         if self.k < 1:
             raise EvaluationError(f"k: expected a positive integer, got {self.k!r}")
@@ -99,6 +111,12 @@ class EvaluationResult:
         for row in self.rows:
             lines.append(f"| {row['name']} | {row[f'hitrate@{k}']:.4f} | {row[f'ndcg@{k}']:.4f} | "
                          f"{row[f'recall@{k}']:.4f} |")
+        choices = self.details.get("choices")
+        if choices:
+            lines += ["", f"Hybrid online weight {choices['online_weight']:g}: {choices['chosen_on']}"
+                      + (f" (T_val {choices['T_val']}; NDCG@{k} by weight: "
+                         + ", ".join(f"{w}: {v:.4f}" for w, v in choices["ndcg_by_online_weight"].items()) + ")"
+                         if "T_val" in choices else "") + "."]
         groups = self.details.get("by_user")
         if groups:
             names = list(groups)
@@ -246,8 +264,8 @@ class Systems:
         return _first_unseen(order, seen, self.config.k)
 
     def answer(self, user_id: str, now: float, seen: set[str], online: Ranker | None
-               ) -> tuple[dict[str, list[str]], list[str]]:
-        """Top-k per system, and the hybrid's candidates (what serving would have scored)."""
+               ) -> tuple[dict[str, list[str]], Ranking]:
+        """Top-k per system, and the hybrid's ranking (its candidates are what serving would have scored)."""
         k, store = self.config.k, self.store
         batch_values = store.batch_values(user_id)
         batch_only = rank(user_view(user_id, batch_values), batch_values, store.batch_items, store.outputs.batch,
@@ -259,7 +277,7 @@ class Systems:
                    "batch-only": [r.item_id for r in batch_only.items],
                    "stream-only": self.stream_only(user_id, seen),
                    "hybrid": [r.item_id for r in hybrid.items]}
-        return answers, hybrid.candidate_ids
+        return answers, hybrid
 
     def examples(self, user_id: str, item_id: str, candidates: list[str], now: float,
                  rng: np.random.Generator) -> pd.DataFrame | None:
@@ -285,6 +303,14 @@ class Systems:
         return frame
 
 
+def choose_online_weight(result: EvaluationResult) -> float:
+    """The blend weight with the best hybrid NDCG@k in a replay's sweep (the smaller weight on a tie)."""
+    sweep = result.details.get("online_weight_sweep") or {}
+    if not sweep:
+        raise EvaluationError("the replay ranked no sweep of online weights to choose from")
+    return float(max(sorted(sweep, key=float), key=lambda w: sweep[w]))
+
+
 def split_time(ts: np.ndarray, quantile: float) -> float:
     """T: the `quantile` of the event timestamps, in whole microseconds (what `--as-of` is given)."""
     split = float(np.quantile(np.asarray(ts, dtype=np.float64), quantile))
@@ -292,9 +318,16 @@ def split_time(ts: np.ndarray, quantile: float) -> float:
 
 
 def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outputs: BatchOutputs,
-           config: EvaluationConfig | None = None, progress: Progress | None = None) -> EvaluationResult:
-    """Replay the events at or after `outputs.as_of` (T) against the batch run's outputs; return the table."""
+           config: EvaluationConfig | None = None, progress: Progress | None = None,
+           online_weights: tuple[float, ...] = ()) -> EvaluationResult:
+    """Replay the events at or after `outputs.as_of` (T) against the batch run's outputs; return the table.
+
+    `online_weights`: the hybrid is also ranked with each of these blend weights, on the same candidates and
+    model scores (`details["online_weight_sweep"]`: NDCG@k per weight) — how the validation replay chooses.
+    """
     config = config or EvaluationConfig()
+    if config.online_weight is None:
+        raise EvaluationError("the replay needs an online weight: choose one on the validation split first")
     started = time.perf_counter()
     catalog, log = encode_dataset(events, items)
     split = outputs.as_of
@@ -314,6 +347,7 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
 
     trainer = OnlineTrainer(update_every=config.online_update_every)
     metrics = {name: QueryMetrics(name) for name in SYSTEMS}
+    sweep = {w: QueryMetrics(f"hybrid@{w}") for w in online_weights}
     n_replay = len(log) - replay_start
     answerable = 0
     for done, j in enumerate(range(replay_start, len(log)), start=1):
@@ -321,14 +355,17 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
         user_seen = seen.setdefault(user, set())
         if item in user_seen:
             # an item seen before is excluded from every list: a miss for all systems, no need to ask
-            for m in metrics.values():
+            for m in (*metrics.values(), *sweep.values()):
                 m.ranks.append(0)
         else:
             answerable += 1
-            answers, candidates = systems.answer(user, now, user_seen, _online_ranker(trainer))
+            answers, hybrid = systems.answer(user, now, user_seen, _online_ranker(trainer))
             for name, top in answers.items():
                 metrics[name].add(item, top)
-            frame = systems.examples(user, item, candidates, now, rng)
+            for w, m in sweep.items():
+                m.add(item, [r.item_id for r in blend_top_k(hybrid.candidate_ids, hybrid.batch_logit,
+                                                            hybrid.online_logit, w, config.k)])
+            frame = systems.examples(user, item, hybrid.candidate_ids, now, rng)
             if frame is not None:
                 trainer.add(frame)
         store.observe(f"replay-{j}", user, item, str(log.event_type[j]), now)
@@ -355,9 +392,7 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
                            "every": config.online_update_every},
         "online_coefficients": coefficients(trainer.model),
         "online_weight": config.online_weight,
-        "choices": {"tuned": False,
-                    "note": "fixed defaults: online weight = serving's hybrid variant, candidate quotas = serving's; "
-                            "nothing was chosen on the replay"},
+        "online_weight_sweep": {str(w): m.summary(config.k)[f"ndcg@{config.k}"] for w, m in sweep.items()},
         "seconds": round(time.perf_counter() - started, 1),
         "per_day": replay_by_day(log.ts[replay_start:], ranks, config.k),
         "by_user": by_user_group(known[log.user[replay_start:]], ranks, config.k),

@@ -292,6 +292,8 @@ class Ranking:
     items: list[Ranked]
     candidate_ids: list[str]  # every candidate scored, in gathering order
     missing: tuple[str, ...]  # models that were not there to score (BATCH_MODEL_MISSING, ONLINE_MODEL_MISSING)
+    batch_logit: np.ndarray | None = None  # each candidate's batch log-odds (None: no batch model)
+    online_logit: np.ndarray | None = None  # and online log-odds (None: no online model)
 
 
 def rank(user: UserView, values: Mapping[str, Any], items: ItemState, batch: Ranker | None, online_model: Ranker | None,
@@ -299,8 +301,7 @@ def rank(user: UserView, values: Mapping[str, Any], items: ItemState, batch: Ran
     """One user's top-k at `now`: candidates → batch ranker → online ranker → blend → top-k.
 
     `values` are the user's online values by full name (lists included), `user` their `user_view`.
-    A variant with online weight 0 ranks by the batch score alone; with no batch model the online
-    score decides, and with neither the candidate order stands (popular first for a cold user).
+    The blend and the cut are `blend_top_k`.
     """
     popular = items.popular or items.trending or list(items.item_ids[:POPULAR_SIZE])
     in_category = items.popular_by_category.get(user.last_category, ()) if user.last_category else ()
@@ -322,13 +323,23 @@ def rank(user: UserView, values: Mapping[str, Any], items: ItemState, batch: Ran
         missing.append(BATCH_MODEL_MISSING)
     if online_model is None and online_weight > 0:
         missing.append(ONLINE_MODEL_MISSING)
+    ranked = blend_top_k(gathered, batch_score, online_score, online_weight, k)
+    return Ranking(ranked, gathered, tuple(missing), batch_score, online_score)
+
+
+def blend_top_k(item_ids: Sequence[str], batch_score: np.ndarray | None, online_score: np.ndarray | None,
+                online_weight: float, k: int) -> list[Ranked]:
+    """The last step of `rank`: blend both models' log-odds by the variant's weight, then the top k.
+
+    Online weight 0 ranks by the batch score alone; with no batch score the online score decides, and
+    with neither the candidate order stands (popular first for a cold user).
+    """
     if batch_score is not None:
         blended = blend_scores(batch_score, online_score if online_weight > 0 else None, online_weight)
     elif online_score is not None:
         blended = online_score
-    else:  # no model at all: keep the candidate order (popular for a cold user)
-        blended = -np.arange(len(gathered), dtype=np.float64)
+    else:
+        blended = -np.arange(len(item_ids), dtype=np.float64)
     # models score in log-odds and blend there (models/blend.py); the API reports probabilities
-    ranked = top_k(gathered, sigmoid(blended), None if batch_score is None else sigmoid(batch_score),
-                   None if online_score is None else sigmoid(online_score), k)
-    return Ranking(ranked, gathered, tuple(missing))
+    return top_k(item_ids, sigmoid(blended), None if batch_score is None else sigmoid(batch_score),
+                 None if online_score is None else sigmoid(online_score), k)

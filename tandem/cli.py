@@ -297,6 +297,9 @@ def evaluate(
     data: DataOption = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON here.")] = None,
     k: Annotated[int, typer.Option(min=1, help="List length (the protocol's default is 10).")] = 10,
+    online_weight: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="The hybrid's blend weight. "
+                                                        "Default: chosen on the validation split (a second batch "
+                                                        "run as of T_val, the history's 80th percentile).")] = None,
 ) -> None:
     """`tandem batch run` as of T (80th percentile of time) in a workspace of its own, then replay every event
     after T through serving's ranking and the stream's fold functions; HitRate/NDCG/Recall@k for popularity,
@@ -309,8 +312,7 @@ def evaluate(
 
     settings = _settings()
     data = data or settings.data_dir
-    hybrid = [v for v in settings.ab_variants if v.name == "hybrid"]
-    config = EvaluationConfig(k=k, **({"online_weight": hybrid[0].online_weight} if hybrid else {}))
+    config = EvaluationConfig(k=k, online_weight=online_weight)
     try:
         with progress_bar(f"evaluating on {data}: batch path before T, replay after") as update:
             result = evaluate_dataset(settings, data, config, log=lambda msg: console.print(f"  {msg}"),
@@ -333,7 +335,11 @@ def evaluate(
     for row in result.rows:
         split.add_row(row["name"], *(f"{g['ndcg'][row['name']]:.4f}" for g in groups.values()))
     console.print(split)
+    choices = result.details["choices"]
     console.print(f"mode: {result.mode}")
+    console.print(f"hybrid online weight {choices['online_weight']:g}: {choices['chosen_on']}"
+                  + (f" (T_val {choices['T_val']}, {choices['validation_queries']:,} queries)"
+                     if "T_val" in choices else ""))
     md_path, js_path = write_report(result, settings.home / "reports", json_path)
     console.print(f"report: {md_path} and {js_path}" + (f"; JSON also at {json_path}" if json_path else ""))
 

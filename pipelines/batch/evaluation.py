@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,13 @@ import pandas as pd
 import pyarrow as pa
 
 from models.evaluate import (
+    ONLINE_WEIGHTS,
     BatchOutputs,
     EvaluationConfig,
     EvaluationError,
     EvaluationResult,
     Progress,
+    choose_online_weight,
     replay,
     split_time,
 )
@@ -149,7 +152,9 @@ def read_batch_outputs(workspace: Path, as_of: datetime) -> BatchOutputs:
 
 def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationConfig | None = None,
                      log: Callable[[str], None] = print, progress: Progress | None = None) -> EvaluationResult:
-    """The whole protocol on a dataset directory: T, the batch run as of T in its workspace, then the replay."""
+    """The whole protocol on a dataset directory: T, then — unless the config fixes it — the hybrid's online weight
+    chosen on the validation split (the batch run as of T_val, the 80th percentile of the history, replaying
+    [T_val, T)), then the batch run as of T and the replay after T with that weight."""
     from pipelines.dataset import read_events, read_items, read_metadata
 
     config = config or EvaluationConfig()
@@ -161,13 +166,42 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
     epoch = ((ts - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=float)
     if epoch.min() == epoch.max():
         raise EvaluationError("all events share one timestamp: there is no time to split")
-    as_of = datetime.fromtimestamp(split_time(epoch, config.split_quantile), tz=UTC)
+    split = split_time(epoch, config.split_quantile)
+    if config.online_weight is None:
+        history = epoch < split
+        val_split = split_time(epoch[history], config.split_quantile)
+        log(f"validation: batch path as of T_val = {_iso(val_split)}, replay [T_val, T) with online weights "
+            f"{', '.join(f'{w:g}' for w in ONLINE_WEIGHTS)}")
+        outputs = _batch_path(settings, dataset_dir, val_split, log)
+        validation = replay(events[history], items, outputs, replace(config, online_weight=ONLINE_WEIGHTS[0]),
+                            progress, online_weights=ONLINE_WEIGHTS)
+        chosen = choose_online_weight(validation)
+        choices = {"online_weight": chosen, "chosen_on": "validation: batch run as of T_val, replay of [T_val, T)",
+                   "T_val": _iso(val_split), "validation_queries": validation.details["queries"],
+                   "ndcg_by_online_weight": validation.details["online_weight_sweep"],
+                   "validation_table": validation.as_json()["rows"]}
+        log(f"validation chose online weight {chosen:g} (NDCG@{config.k} by weight: "
+            + ", ".join(f"{w}: {v:.4f}" for w, v in choices["ndcg_by_online_weight"].items()) + ")")
+        config = replace(config, online_weight=chosen)
+    else:
+        choices = {"online_weight": config.online_weight, "chosen_on": "given, not tuned"}
+    log(f"test: batch path as of T = {_iso(split)}, replay after T")
+    outputs = _batch_path(settings, dataset_dir, split, log)
+    result = replay(events, items, outputs, config, progress)
+    result.details["choices"] = choices
+    result.details["dataset"] = {"path": str(dataset_dir), "source": meta.get("source"), "seed": meta.get("seed")}
+    return result
+
+
+def _batch_path(settings: Settings, dataset_dir: Path, split: float, log: Callable[[str], None]) -> BatchOutputs:
+    as_of = datetime.fromtimestamp(split, tz=UTC)
     workspace = workspace_for(settings, dataset_dir, as_of)
-    log(f"batch path as of T = {as_of.isoformat()} in {workspace}")
     started = time.perf_counter()
     run_batch_path(dataset_dir, as_of, workspace, log)
     outputs = read_batch_outputs(workspace, as_of)
     outputs.run["seconds"] = round(time.perf_counter() - started, 1)
-    result = replay(events, items, outputs, config, progress)
-    result.details["dataset"] = {"path": str(dataset_dir), "source": meta.get("source"), "seed": meta.get("seed")}
-    return result
+    return outputs
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()

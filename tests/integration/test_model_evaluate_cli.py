@@ -29,11 +29,12 @@ def test_evaluate_prints_the_four_rows_and_writes_the_reports(small_dataset, tmp
     env = {**os.environ, "TANDEM_HOME": str(home)}
     result = subprocess.run([sys.executable, "-m", "tandem", "evaluate", "--data", str(small_dataset),
                              "--json", str(tmp_path / "table.json")], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("popularity", "batch-only", "stream-only", "hybrid"):
         assert name in result.stdout
     assert "in-process replay" in result.stdout
+    assert "validation: batch run as of T_val" in " ".join(result.stdout.split())  # the weight was chosen there
     rows = {r["name"]: r for r in json.loads((tmp_path / "table.json").read_text())["rows"]}
     assert list(rows) == ["popularity", "batch-only", "stream-only", "hybrid"]
     assert rows["hybrid"]["ndcg@10"] > rows["batch-only"]["ndcg@10"]
@@ -59,7 +60,7 @@ def test_evaluate_runs_on_a_movielens_directory(small_dataset, tmp_path):
                   "genres": items.category}).to_csv(ml / "movies.csv", index=False)
     convert_movielens(ml, tmp_path / "converted")
     result = evaluate_dataset(Settings(home=tmp_path / "home"), tmp_path / "converted",
-                              EvaluationConfig(online_update_every=200))
+                              EvaluationConfig(online_update_every=200, online_weight=0.5))
     assert [r["name"] for r in result.rows] == ["popularity", "batch-only", "stream-only", "hybrid"]
     assert result.details["queries"] > 100 and result.details["dataset"]["source"] == "movielens"
     assert result.row("hybrid")["hitrate@10"] > 0

@@ -7,7 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.evaluate import SYSTEMS, EvaluationConfig, EvaluationError, ReplayStore, replay, split_time, write_report
+from models.evaluate import (
+    ONLINE_WEIGHTS,
+    SYSTEMS,
+    EvaluationConfig,
+    EvaluationError,
+    ReplayStore,
+    choose_online_weight,
+    replay,
+    split_time,
+    write_report,
+)
 from pipelines.stream.session_features import features_from_log
 from tandem.schema import Event
 from tests.models_data import drifting_log
@@ -28,7 +38,8 @@ def world():
 @pytest.fixture(scope="module")
 def result(world):
     events, items, outputs = world
-    return replay(events, items, outputs, EvaluationConfig(online_update_every=200))
+    return replay(events, items, outputs, EvaluationConfig(online_update_every=200, online_weight=0.5),
+                  online_weights=ONLINE_WEIGHTS)
 
 
 def test_four_rows_in_protocol_order(result):
@@ -40,6 +51,21 @@ def test_four_rows_in_protocol_order(result):
     assert result.details["queries"] == result.rows[0]["queries"] > 0
     assert result.details["online_updates"]["during_replay"] > 0
     assert result.details["batch_ranker"]["feature_service"] == "ranker_batch_v1"
+
+
+def test_the_weight_sweep_ranks_the_hybrids_own_candidates(result):
+    """Each weight re-blends the same candidates and scores; at the hybrid's own weight it is the hybrid row."""
+    sweep = result.details["online_weight_sweep"]
+    assert list(sweep) == [str(w) for w in ONLINE_WEIGHTS]
+    assert sweep["0.5"] == pytest.approx(result.row("hybrid")["ndcg@10"])
+    best = choose_online_weight(result)
+    assert sweep[str(best)] == max(sweep.values())
+
+
+def test_a_replay_needs_an_online_weight(world):
+    events, items, outputs = world
+    with pytest.raises(EvaluationError, match="validation split"):
+        replay(events, items, outputs, EvaluationConfig())
 
 
 def test_per_day_quality_adds_up_to_the_table(result):
@@ -95,7 +121,7 @@ def test_bad_config_and_a_split_with_nothing_to_replay_are_refused(world):
     late = type(outputs)(float(_epoch(events).max()) + 1, outputs.users, outputs.item_ids, outputs.items,
                          outputs.batch)
     with pytest.raises(EvaluationError, match="nothing to replay"):
-        replay(events, items, late)
+        replay(events, items, late, EvaluationConfig(online_weight=0.5))
 
 
 def test_new_and_returning_users_split_the_queries(result):
