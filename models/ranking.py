@@ -30,10 +30,12 @@ from models.rows import TREND_SCORE, model_rows, online_inputs
 
 # candidate budget per request (DESIGN.md §6 sizes the hot path for 100 candidates)
 MAX_CANDIDATES = 100
-COVISIT_QUOTA = 30
+# co-visits of the session's last 10 items (all the stream keeps), up to 60 of the 100: on the validation splits
+# of MovieLens 100k and the demo data this beat 5 items and 30 (candidate recall 42.6% → 46.9% on MovieLens)
+COVISIT_QUOTA = 60
 SESSION_CATEGORY_QUOTA = 20
 TRENDING_QUOTA = 10
-MAX_SESSION_ITEMS = 5
+MAX_SESSION_ITEMS = 10
 POPULAR_SIZE = 200  # the batch champion's picks for the default profile (a cold user's list), overall and per category
 TRENDING_TOP_N = 50
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from tandem.services import services
-from tandem.settings import get_settings
 from tests.unit.test_notebooks import execute, images, text
 
 
 @pytest.mark.slow
-def test_feature_exploration_notebook_builds_state_and_reads_feast(tmp_path, monkeypatch):
-    for svc in services(get_settings(), ["redis"]):
-        svc.up()
+def test_feature_exploration_notebook_builds_state_and_reads_feast(settings, tmp_path, monkeypatch):
+    """`settings`: the suite's services up, and stopped after the session if it started them."""
     monkeypatch.setenv("TANDEM_HOME", str(tmp_path / "home"))  # no snapshots here: the notebook builds them
     for key in ("TANDEM_OFFLINE_DIR", "TANDEM_FEAST_REGISTRY", "TANDEM_DATA", "TANDEM_FEAST_REDIS"):
         monkeypatch.delenv(key, raising=False)
