@@ -53,12 +53,13 @@ from models.ranking import (
     Ranking,
     blend_top_k,
     default_popular,
+    model_inputs,
     rank,
     trending_top,
     user_view,
 )
 from models.registry import ONLINE_MODEL, LoadedModel
-from models.rows import model_rows, neighbour_lists, online_inputs
+from models.rows import neighbour_lists
 from pipelines.stream import session_features
 
 SYSTEMS: tuple[str, ...] = ("popularity", "batch-only", "stream-only", "hybrid")
@@ -171,10 +172,9 @@ class ReplayStore:
         self.users: dict[str, session_features.UserState] = {}
         self.sessions: dict[str, dict[str, Any]] = {}
         self.item_states: dict[str, session_features.ItemState] = {}
-        n = len(outputs.item_ids)
-        self.trending = {f"{TRENDING_PREFIX}{name}": np.full(n, np.nan)
-                         for name in ("events_5m", "events_1h", "clicks_1h", CONTRACT.trend_score)}
-        self.trend = self.trending[f"{TRENDING_PREFIX}{CONTRACT.trend_score}"]
+        # item_trending_v1 columns, one per field the processor writes (the others appear with its first row)
+        self.trend = np.full(len(outputs.item_ids), np.nan)
+        self.trending: dict[str, np.ndarray] = {f"{TRENDING_PREFIX}{CONTRACT.trend_score}": self.trend}
         self._trending_top: list[str] | None = None
         popular, by_category = default_popular(outputs.batch, outputs.item_ids, outputs.items.columns,
                                                outputs.items.categories)
@@ -199,9 +199,7 @@ class ReplayStore:
         row = self.index.get(item_id)
         if row is not None:  # serving reads trending for the catalogue's items only
             for name, value in session_features.item_features(item_state).items():
-                column = self.trending.get(f"{TRENDING_PREFIX}{name}")
-                if column is not None:
-                    column[row] = value
+                self.trending.setdefault(f"{TRENDING_PREFIX}{name}", np.full(len(self.trend), np.nan))[row] = value
             self._trending_top = None
 
     def batch_values(self, user_id: str) -> dict[str, Any]:
@@ -289,15 +287,8 @@ class Systems:
         pool = [c for c in candidates if c != item_id]
         n_neg = min(self.config.negatives, len(pool))
         negatives = [pool[i] for i in rng.choice(len(pool), size=n_neg, replace=False)] if n_neg else []
-        ids = [item_id, *negatives]
-        rows = np.fromiter((store.index[i] for i in ids), dtype=np.int64, count=len(ids))
-        items = store.live_items()
-        categories = [items.categories[r] for r in rows.tolist()]
-        values = store.values(user_id)
-        batch = store.outputs.batch
-        batch_logit = batch.score(model_rows(batch.feature_columns, values, items.columns, rows, categories))
-        x = online_inputs(batch_logit, ids, categories, values, items.covisit, items.covisit_scores,
-                          store.trend[rows], now)
+        _, x = model_inputs([item_id, *negatives], store.values(user_id), store.live_items(), store.outputs.batch,
+                            now)
         frame = pd.DataFrame(x, columns=list(ONLINE_FEATURES))
         frame[LABEL] = np.r_[1, np.zeros(n_neg, dtype=int)]
         return frame
@@ -333,7 +324,7 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
     split = outputs.as_of
     replay_start = int(np.searchsorted(log.ts, split, side="left"))
     if replay_start == 0 or replay_start == len(log):
-        raise EvaluationError(f"T = {_iso(split)} leaves no history or nothing to replay")
+        raise EvaluationError(f"T = {iso_time(split)} leaves no history or nothing to replay")
     item_ids = catalog.item_ids.astype(str)
     user_ids = log.user_ids.astype(str)
     category = {str(i): catalog.category_names[c] for i, c in zip(item_ids, catalog.item_category, strict=True)}
@@ -380,7 +371,7 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
     known[log.user[:replay_start]] = True
     ranks = {name: metrics[name].ranks for name in SYSTEMS}
     details = {
-        "split_ts": _iso(split),
+        "split_ts": iso_time(split),
         "batch_run": outputs.run,
         "batch_ranker": {"name": outputs.batch.name, "version": outputs.batch.version,
                          "feature_service": outputs.batch.feature_service,
@@ -428,7 +419,7 @@ def replay_by_day(ts: np.ndarray, ranks: dict[str, list[int]], k: int) -> list[d
     return out
 
 
-def _iso(ts: float) -> str:
+def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat()
 
 

@@ -310,16 +310,8 @@ def rank(user: UserView, values: Mapping[str, Any], items: ItemState, batch: Ran
     gathered = [item for item, _ in gather_candidates(user, items.covisit, items.trending, popular, exclude,
                                                       session_category=in_category)
                 if item in items.index]
-    rows = np.fromiter((items.index[i] for i in gathered), dtype=np.int64, count=len(gathered))
-    categories = [items.categories[r] for r in rows.tolist()]
-    batch_score = online_score = None
-    if batch is not None and len(rows):
-        batch_score = batch.score(model_rows(batch.feature_columns, values, items.columns, rows, categories))
-    if online_model is not None and len(rows):
-        trend = items.columns.get(TREND_SCORE)
-        x = online_inputs(np.zeros(len(rows)) if batch_score is None else batch_score, gathered, categories, values,
-                          items.covisit, items.covisit_scores, None if trend is None else trend[rows], now)
-        online_score = online_model.score(x)
+    batch_score, x = model_inputs(gathered, values, items, batch, now, online=online_model is not None)
+    online_score = online_model.score(x) if online_model is not None and x is not None else None
     missing = []
     if batch is None:
         missing.append(BATCH_MODEL_MISSING)
@@ -327,6 +319,25 @@ def rank(user: UserView, values: Mapping[str, Any], items: ItemState, batch: Ran
         missing.append(ONLINE_MODEL_MISSING)
     ranked = blend_top_k(gathered, batch_score, online_score, online_weight, k)
     return Ranking(ranked, gathered, tuple(missing), batch_score, online_score)
+
+
+def model_inputs(item_ids: Sequence[str], values: Mapping[str, Any], items: ItemState, batch: Ranker | None,
+                 now: float, online: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """For candidates of the catalogue: the batch ranker's log-odds (None without a batch model) and, if `online`,
+    the online ranker's input rows (ONLINE_FEATURES, the batch score among them; None without candidates)."""
+    if not item_ids:
+        return None, None
+    rows = np.fromiter((items.index[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
+    categories = [items.categories[r] for r in rows.tolist()]
+    batch_score = None
+    if batch is not None:
+        batch_score = batch.score(model_rows(batch.feature_columns, values, items.columns, rows, categories))
+    if not online:
+        return batch_score, None
+    trend = items.columns.get(TREND_SCORE)
+    x = online_inputs(np.zeros(len(rows)) if batch_score is None else batch_score, item_ids, categories, values,
+                      items.covisit, items.covisit_scores, None if trend is None else trend[rows], now)
+    return batch_score, x
 
 
 def blend_top_k(item_ids: Sequence[str], batch_score: np.ndarray | None, online_score: np.ndarray | None,

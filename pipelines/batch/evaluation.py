@@ -25,9 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-
 from models.evaluate import (
     ONLINE_WEIGHTS,
     BatchOutputs,
@@ -36,14 +33,17 @@ from models.evaluate import (
     EvaluationResult,
     Progress,
     choose_online_weight,
+    iso_time,
     replay,
     split_time,
 )
+from models.features import epoch_seconds
 from models.ranking import Ranker, catalogue_columns
 from models.registry import BATCH_MODEL, RegistryError, load_champion
 from models.rows import check_columns, service_columns
-from pipelines.batch import feast_repo, offline
-from pipelines.batch.run import ONLINE_VIEWS
+from pipelines.batch import feast_repo
+from pipelines.batch.materialize import latest_offline_rows
+from pipelines.batch.run import ONLINE_VIEWS, materialize_interval
 from tandem.settings import Settings
 
 EVALUATE_DIR = "evaluate"
@@ -103,21 +103,15 @@ def run_batch_path(dataset_dir: Path, as_of: datetime, workspace: Path, log: Cal
                               + "\n".join(tail) + f"\nworkspace: {workspace}")
 
 
-def _latest_online_rows(view: str, as_of: datetime) -> tuple[str, dict[str, dict[str, Any]]]:
-    """Each entity's latest row of `view` with as_of - ttl < event_timestamp <= as_of, by full feature name."""
-    fv = feast_repo.feature_view(view)
+def _online_rows(view: str, start: datetime, end: datetime) -> tuple[str, dict[str, dict[str, Any]]]:
+    """What materializing `view` over [start, end] would write (the materializer's own selection), by entity and
+    full feature name, as Python values."""
     key = feast_repo.arrow_schema(view).names[0]  # the entity's join key comes first
     names = feast_repo.feature_names(view)
-    try:
-        table = offline.read_partitions(feast_repo.source_path(view))
-    except FileNotFoundError:
+    if not feast_repo.source_path(view).exists():
         return key, {}
-    frame = table.to_pandas()
-    ts = pd.to_datetime(frame["event_timestamp"], utc=True)
-    start = pd.Timestamp(as_of - fv.ttl) if fv.ttl else pd.Timestamp.min.tz_localize("UTC")
-    frame = frame[(ts > start) & (ts <= pd.Timestamp(as_of))]
-    frame = frame.sort_values("event_timestamp", kind="stable").groupby(key, as_index=False).tail(1)
-    rows = pa.Table.from_pandas(frame[[key, *names]], preserve_index=False).to_pylist()
+    latest, _ = latest_offline_rows(feast_repo.feature_view(view), key, names, start, end)
+    rows = latest.select([key, *names]).to_pylist()
     return key, {str(r.pop(key)): {f"{view}__{n}": v for n, v in r.items()} for r in rows}
 
 
@@ -126,8 +120,9 @@ def read_batch_outputs(workspace: Path, as_of: datetime) -> BatchOutputs:
     users: dict[str, dict[str, Any]] = {}
     items: dict[str, dict[str, Any]] = {}
     with _workspace_environment(workspace):
+        start, end = materialize_interval(as_of)
         for view in ONLINE_VIEWS:
-            key, rows = _latest_online_rows(view, as_of)
+            key, rows = _online_rows(view, start, end)
             target = users if key == "user_id" else items
             for entity, values in rows.items():
                 target.setdefault(entity, {}).update(values)
@@ -162,22 +157,21 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
     events, items = read_events(dataset_dir).to_pandas(), read_items(dataset_dir).to_pandas()
     if len(events) < 100:
         raise EvaluationError(f"the dataset has {len(events)} events; the evaluation needs at least 100")
-    ts = pd.to_datetime(events["ts"], utc=True)
-    epoch = ((ts - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=float)
+    epoch = epoch_seconds(events["ts"])
     if epoch.min() == epoch.max():
         raise EvaluationError("all events share one timestamp: there is no time to split")
     split = split_time(epoch, config.split_quantile)
     if config.online_weight is None:
         history = epoch < split
         val_split = split_time(epoch[history], config.split_quantile)
-        log(f"validation: batch path as of T_val = {_iso(val_split)}, replay [T_val, T) with online weights "
+        log(f"validation: batch path as of T_val = {iso_time(val_split)}, replay [T_val, T) with online weights "
             f"{', '.join(f'{w:g}' for w in ONLINE_WEIGHTS)}")
         outputs = _batch_path(settings, dataset_dir, val_split, log)
         validation = replay(events[history], items, outputs, replace(config, online_weight=ONLINE_WEIGHTS[0]),
                             progress, online_weights=ONLINE_WEIGHTS)
         chosen = choose_online_weight(validation)
         choices = {"online_weight": chosen, "chosen_on": "validation: batch run as of T_val, replay of [T_val, T)",
-                   "T_val": _iso(val_split), "validation_queries": validation.details["queries"],
+                   "T_val": iso_time(val_split), "validation_queries": validation.details["queries"],
                    "ndcg_by_online_weight": validation.details["online_weight_sweep"],
                    "validation_table": validation.as_json()["rows"]}
         log(f"validation chose online weight {chosen:g} (NDCG@{config.k} by weight: "
@@ -185,7 +179,7 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
         config = replace(config, online_weight=chosen)
     else:
         choices = {"online_weight": config.online_weight, "chosen_on": "given, not tuned"}
-    log(f"test: batch path as of T = {_iso(split)}, replay after T")
+    log(f"test: batch path as of T = {iso_time(split)}, replay after T")
     outputs = _batch_path(settings, dataset_dir, split, log)
     result = replay(events, items, outputs, config, progress)
     result.details["choices"] = choices
@@ -201,7 +195,3 @@ def _batch_path(settings: Settings, dataset_dir: Path, split: float, log: Callab
     outputs = read_batch_outputs(workspace, as_of)
     outputs.run["seconds"] = round(time.perf_counter() - started, 1)
     return outputs
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat()

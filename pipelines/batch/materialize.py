@@ -250,6 +250,18 @@ def _source_path(view: Any) -> str:
     return str(path)
 
 
+def latest_offline_rows(view: Any, join_key: str, feature_names: Sequence[str], start: datetime,
+                        end: datetime) -> tuple[pa.Table, int]:
+    """What materializing `view` over [start, end] publishes: each entity's latest row of its offline table
+    (join key, event timestamp, created timestamp if any, the features), and the number of rows read."""
+    source = view.batch_source
+    ts_field, created = source.timestamp_field, source.created_timestamp_column or None
+    columns = [join_key, ts_field, *([created] if created else []), *feature_names]
+    table = read_offline(_source_path(view), columns, ts_field, start, end)
+    table = in_interval(table, ts_field, start, end)  # the scan filter may keep whole row groups
+    return latest_per_entity(table, join_key, ts_field, created), table.num_rows
+
+
 def materialize_view(store: Any, client: Any, view: Any, start: datetime, end: datetime,
                      chunk: int = CHUNK) -> ViewReport:
     """Materialize one registered feature view of `store` into its Redis online store."""
@@ -261,15 +273,10 @@ def materialize_view(store: Any, client: Any, view: Any, start: datetime, end: d
     online_name = compute_versioned_name(view, getattr(config.registry, "enable_online_feature_view_versioning",
                                                        False))
     codec = view_codec(view, join_keys, config.project, config.entity_key_serialization_version, online_name)
-    source = view.batch_source
-    ts_field, created = source.timestamp_field, source.created_timestamp_column or None
-    columns = [codec.join_key, ts_field, *([created] if created else []), *codec.feature_names]
-    table = read_offline(_source_path(view), columns, ts_field, start, end)
-    table = in_interval(table, ts_field, start, end)  # the scan filter may keep whole row groups
-    latest = latest_per_entity(table, codec.join_key, ts_field, created)
-    written, skipped = write_encoded(client, codec, encode_view(codec, latest, ts_field), chunk,
-                                     getattr(config.online_store, "key_ttl_seconds", None))
-    return ViewReport(view=view.name, rows_read=table.num_rows, rows=latest.num_rows, written=written,
+    latest, rows_read = latest_offline_rows(view, codec.join_key, codec.feature_names, start, end)
+    written, skipped = write_encoded(client, codec, encode_view(codec, latest, view.batch_source.timestamp_field),
+                                     chunk, getattr(config.online_store, "key_ttl_seconds", None))
+    return ViewReport(view=view.name, rows_read=rows_read, rows=latest.num_rows, written=written,
                       skipped_not_newer=skipped, seconds=time.perf_counter() - t0)
 
 

@@ -194,13 +194,18 @@ def training_set_path(settings: Settings, feature_service: str, as_of: datetime)
     return settings.offline_dir / "training_sets" / feature_service / f"as_of={stamp}.parquet"
 
 
+def materialize_interval(as_of: datetime) -> tuple[datetime, datetime]:
+    """What the materialize step publishes: rows from as_of minus the longest TTL of ONLINE_VIEWS, up to as_of."""
+    ttl = max(feast_repo.feature_view(v).ttl for v in ONLINE_VIEWS)
+    return as_of - ttl, as_of
+
+
 def step_materialize(ctx: BatchContext) -> str:
     """Publish each entity's latest snapshot (up to as_of) to the online store.
 
     TANDEM_MATERIALIZER picks the writer: tandem's column-wise one (default) or Feast's batch engine.
     """
-    ttl = max(feast_repo.feature_view(v).ttl for v in ONLINE_VIEWS)
-    start = ctx.as_of - ttl
+    start, _ = materialize_interval(ctx.as_of)
     summary = feast_repo.materialize(ctx.settings, start, ctx.as_of, list(ONLINE_VIEWS))
     written = f" ({summary})" if ctx.settings.materializer == "tandem" else ""
     return (f"{', '.join(ONLINE_VIEWS)} from {start.isoformat()} to {ctx.as_of.isoformat()} "
