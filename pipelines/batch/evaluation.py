@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from models.evaluate import (
     ONLINE_WEIGHTS,
     BatchOutputs,
@@ -154,10 +156,14 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
 
     config = config or EvaluationConfig()
     meta = read_metadata(dataset_dir)
-    events, items = read_events(dataset_dir).to_pandas(), read_items(dataset_dir).to_pandas()
+    try:
+        events, items = read_events(dataset_dir).to_pandas(), read_items(dataset_dir).to_pandas()
+        epoch = epoch_seconds(events["ts"])
+    except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:  # e.g. a year-1 event: no time to split by
+        raise EvaluationError(f"{dataset_dir}: a timestamp outside 1677–2262 ({exc}); the batch run's raw_events "
+                              "checkpoint refuses such events too: drop or fix them first") from None
     if len(events) < 100:
         raise EvaluationError(f"the dataset has {len(events)} events; the evaluation needs at least 100")
-    epoch = epoch_seconds(events["ts"])
     if epoch.min() == epoch.max():
         raise EvaluationError("all events share one timestamp: there is no time to split")
     split = split_time(epoch, config.split_quantile)

@@ -72,3 +72,27 @@ def test_evaluate_names_a_missing_dataset(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 1
     assert "no dataset at" in result.stderr and "nope" in result.stderr
+
+
+def test_a_year_1_event_is_named_before_any_batch_run(small_dataset, tmp_path):
+    import shutil
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.evaluate import EvaluationError
+    from pipelines.batch.evaluation import evaluate_dataset
+    from tandem.schema import EVENT_SCHEMA
+    from tandem.settings import Settings
+
+    data = tmp_path / "year1"
+    shutil.copytree(small_dataset, data)
+    part = next((data / "events").iterdir())
+    row = {"event_id": "y1", "user_id": "u1", "item_id": "i1", "event_type": "view", "value": None,
+           "ts": datetime(1, 1, 1, tzinfo=UTC), "session_id": None}
+    pq.write_table(pa.Table.from_pylist([row], schema=EVENT_SCHEMA), part / "year1.parquet")
+    with pytest.raises(EvaluationError, match="outside 1677"):
+        evaluate_dataset(Settings(home=tmp_path / "home"), data)
+    assert not (tmp_path / "home" / "evaluate").exists()
+
