@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,35 +42,20 @@ import pandas as pd
 import pyarrow as pa
 
 from models.candidates import popularity
-from models.features import Catalog, EventLog, encode_events
 from models.metrics import QueryMetrics, hit_rate_at_k, ndcg_at_k
-from models.online import LABEL, ONLINE_FEATURES, OnlineTrainer, coefficients, last_item_covisit_from_lists
-from models.ranking import (
-    CONTRACT,
-    ItemColumns,
-    ItemState,
-    Ranker,
-    Ranking,
-    blend_top_k,
-    default_popular,
-    model_inputs,
-    rank,
-    trending_top,
-    user_view,
-)
+from models.online import ONLINE_FEATURES, OnlineTrainer, coefficients, last_item_covisit_from_lists
+from models.ranking import Ranker, Ranking, blend_top_k, rank, user_view
 from models.registry import ONLINE_MODEL, LoadedModel
+from models.replay_store import BatchOutputs, ReplayError, ReplayStore, encode_dataset, labelled_examples
 from models.rows import neighbour_lists
-from pipelines.stream import session_features
 
 SYSTEMS: tuple[str, ...] = ("popularity", "batch-only", "stream-only", "hybrid")
 ONLINE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # what the validation replay chooses from
 MODE = "in-process replay (the batch run's rows and champion, the stream's fold functions, serving's ranking)"
-SESSION_PREFIX = f"{CONTRACT.session_items[0]}__"
-TRENDING_PREFIX = f"{CONTRACT.trending_view}__"
 Progress = Callable[[int, int], None]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ReplayError):
     """A dataset or configuration the evaluation cannot run on; the message says what is wrong."""
 
 
@@ -136,91 +121,6 @@ class EvaluationResult:
         raise KeyError(name)
 
 
-def encode_dataset(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table) -> tuple[Catalog, EventLog]:
-    """The item catalogue (items seen only in events included) and the encoded event log."""
-    ev = events.to_pandas() if isinstance(events, pa.Table) else events
-    if len(ev) < 100:
-        raise EvaluationError(f"the dataset has {len(ev)} events; the evaluation needs at least 100")
-    catalog = Catalog.from_items(items, ev["item_id"].astype(str).unique().tolist())
-    return catalog, encode_events(ev, catalog)
-
-
-@dataclass
-class BatchOutputs:
-    """What `tandem batch run --as-of T` leaves for serving, held in memory: the rows materialize would write
-    online (by full name `<view>__<feature>`, Python values as Feast's Redis rows decode) and the champion."""
-
-    as_of: float
-    users: dict[str, dict[str, Any]]  # user_id → its user-keyed values (batch profile, precomputed list)
-    item_ids: list[str]
-    items: ItemColumns  # the item-keyed values (features, category, neighbours)
-    batch: Ranker
-    run: dict[str, Any] = field(default_factory=dict)  # where the run lives and what it reported
-
-
-class ReplayStore:
-    """The online store during the replay: the batch rows as of T plus what the stream processor writes.
-
-    `observe` folds one event with the processor's own functions (pipelines/stream/session_features)
-    and keeps the values it would write: the user's user_session_v1 row and the item's item_trending_v1 row.
-    """
-
-    def __init__(self, outputs: BatchOutputs, item_category: Mapping[str, str]):
-        self.outputs = outputs
-        self.item_category = item_category
-        self.index = {item: i for i, item in enumerate(outputs.item_ids)}
-        self.users: dict[str, session_features.UserState] = {}
-        self.sessions: dict[str, dict[str, Any]] = {}
-        self.item_states: dict[str, session_features.ItemState] = {}
-        # item_trending_v1 columns, one per field the processor writes (the others appear with its first row)
-        self.trend = np.full(len(outputs.item_ids), np.nan)
-        self.trending: dict[str, np.ndarray] = {f"{TRENDING_PREFIX}{CONTRACT.trend_score}": self.trend}
-        self._trending_top: list[str] | None = None
-        popular, by_category = default_popular(outputs.batch, outputs.item_ids, outputs.items.columns,
-                                               outputs.items.categories)
-        self.batch_items = ItemState(outputs.item_ids, self.index, outputs.items.columns, outputs.items.categories,
-                                     outputs.items.covisit, outputs.items.covisit_scores, (), popular, by_category)
-        self.popular, self.by_category = popular, by_category
-
-    def observe(self, event_id: str, user_id: str, item_id: str, event_type: str, ts: float) -> None:
-        ts_us = int(round(ts * 1_000_000))
-        entry = (ts_us, event_id, item_id, event_type,
-                 self.item_category.get(item_id, session_features.UNKNOWN_CATEGORY))
-        state = self.users.get(user_id)
-        fresh = session_features.fresh_entries(state, [entry])
-        state = session_features.fold_user(state, [entry])
-        self.users[user_id] = state
-        self.sessions[user_id] = session_features.user_features(state)
-        if not fresh:  # a re-sent event counts once in trending, as the processor counts it
-            return
-        item_state = session_features.fold_item(self.item_states.get(item_id),
-                                                [session_features.entry_interaction(entry)])
-        self.item_states[item_id] = item_state
-        row = self.index.get(item_id)
-        if row is not None:  # serving reads trending for the catalogue's items only
-            for name, value in session_features.item_features(item_state).items():
-                self.trending.setdefault(f"{TRENDING_PREFIX}{name}", np.full(len(self.trend), np.nan))[row] = value
-            self._trending_top = None
-
-    def batch_values(self, user_id: str) -> dict[str, Any]:
-        return self.outputs.users.get(user_id, {})
-
-    def values(self, user_id: str) -> dict[str, Any]:
-        """Everything serving's HMGET returns for the user: batch rows and the stream's session row."""
-        session = self.sessions.get(user_id)
-        if session is None:
-            return self.batch_values(user_id)
-        return {**self.batch_values(user_id), **{f"{SESSION_PREFIX}{k}": v for k, v in session.items()}}
-
-    def live_items(self) -> ItemState:
-        """The catalogue as serving holds it with the stream's trending values read back."""
-        if self._trending_top is None:
-            self._trending_top = trending_top(self.outputs.item_ids, self.trend)
-        b = self.batch_items
-        return ItemState(b.item_ids, b.index, {**b.columns, **self.trending}, b.categories, b.covisit,
-                         b.covisit_scores, self._trending_top, b.popular, b.popular_by_category)
-
-
 def _first_unseen(ordered: np.ndarray, seen: set[str], k: int) -> list[str]:
     out: list[str] = []
     for item in ordered:
@@ -276,22 +176,6 @@ class Systems:
                    "stream-only": self.stream_only(user_id, seen),
                    "hybrid": [r.item_id for r in hybrid.items]}
         return answers, hybrid
-
-    def examples(self, user_id: str, item_id: str, candidates: list[str], now: float,
-                 rng: np.random.Generator) -> pd.DataFrame | None:
-        """The online model's labelled rows for one revealed interaction: the item (1) and sampled candidates (0),
-        with the features serving would have computed for them just before it."""
-        store = self.store
-        if item_id not in store.index:
-            return None
-        pool = [c for c in candidates if c != item_id]
-        n_neg = min(self.config.negatives, len(pool))
-        negatives = [pool[i] for i in rng.choice(len(pool), size=n_neg, replace=False)] if n_neg else []
-        _, x = model_inputs([item_id, *negatives], store.values(user_id), store.live_items(), store.outputs.batch,
-                            now)
-        frame = pd.DataFrame(x, columns=list(ONLINE_FEATURES))
-        frame[LABEL] = np.r_[1, np.zeros(n_neg, dtype=int)]
-        return frame
 
 
 def choose_online_weight(result: EvaluationResult) -> float:
@@ -356,7 +240,8 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
             for w, m in sweep.items():
                 m.add(item, [r.item_id for r in blend_top_k(hybrid.candidate_ids, hybrid.batch_logit,
                                                             hybrid.online_logit, w, config.k)])
-            frame = systems.examples(user, item, hybrid.candidate_ids, now, rng)
+            frame = labelled_examples(item, hybrid.candidate_ids, store.values(user), store.live_items(),
+                                      outputs.batch, now, config.negatives, rng)
             if frame is not None:
                 trainer.add(frame)
         store.observe(f"replay-{j}", user, item, str(log.event_type[j]), now)

@@ -1,13 +1,10 @@
-"""Batch features computed in-process from an event log: the feature math of `tandem evaluate`'s fast replay mode.
+"""Events as dense integer arrays: the encoding the candidate step and the replays work on.
 
-The platform's batch features come from Spark through Feast (pipelines/batch, feature_repo/); the
-evaluation protocol (DESIGN.md §5) allows an in-process mode that runs the same steps without the
-network hops. This module is that mode's batch side: it encodes events into integer arrays
-(`EventLog`), computes per-user and per-item aggregates as of a cutoff (`BatchFeatures`) and
-assembles the ranker's user×item rows (`pair_features`), with BATCH_FEATURES naming the columns.
-
-Features whose name contains "affinity" say how much the user likes the item's category; the
-batch ranker constrains its score to be non-decreasing in them (models/train.py).
+`Catalog` numbers the items (with their category, price and creation time), `EventLog` holds events
+as parallel arrays sorted by time with users and items as dense indices, and `sessionize` numbers
+sessions where the events name none. The candidate step (models/candidates.py, run by `tandem batch
+run`) and the replays of `tandem evaluate` and `tandem train online` (models/replay_store.py) read
+events this way; the batch features themselves come from Spark through Feast (pipelines/batch).
 """
 
 from __future__ import annotations
@@ -22,23 +19,6 @@ from tandem.schema import POSITIVE_EVENT_TYPES
 
 SECONDS_PER_DAY = 86_400.0
 SESSION_GAP_S = 30 * 60.0  # events of a user further apart than this start a new session when none is given
-RECENT_DAYS = 7.0  # the window of "recent" item popularity and recent category affinity
-COLD_DAYS = 365.0  # days-since-last-event of a user with no history
-
-BATCH_FEATURES: tuple[str, ...] = (
-    "user_events_log",
-    "user_positive_rate",
-    "user_days_since_last",
-    "item_popularity_log",
-    "item_recent_popularity_log",
-    "item_positive_rate",
-    "item_price_log",
-    "item_age_days",
-    "user_category_affinity",
-    "user_recent_category_affinity",
-    "user_item_covisit",
-)
-
 
 def epoch_seconds(values: pd.Series) -> np.ndarray:
     """Timestamps (any pandas resolution, tz-aware or UTC-naive) as float Unix seconds; NaT becomes NaN."""
@@ -187,96 +167,3 @@ def sessionize(user: np.ndarray, ts: np.ndarray, session_id: np.ndarray | None, 
     out = np.empty(n, dtype=np.int64)
     out[by_user] = np.cumsum(new) - 1
     return out
-
-
-@dataclass
-class BatchFeatures:
-    """Per-user and per-item aggregates of the events before `as_of` (the batch view of the world)."""
-
-    as_of: float
-    user_events: np.ndarray
-    user_positive: np.ndarray
-    user_last_ts: np.ndarray  # NaN = no history
-    user_category_share: np.ndarray  # (n_users, n_categories), rows sum to 1 or 0
-    user_recent_category_share: np.ndarray
-    item_events: np.ndarray
-    item_recent_events: np.ndarray
-    item_positive: np.ndarray
-    catalog: Catalog
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_events)
-
-
-def _shares(user: np.ndarray, cat: np.ndarray, weight: np.ndarray, n_users: int, n_cat: int) -> np.ndarray:
-    m = np.zeros((n_users, n_cat))
-    np.add.at(m, (user, cat), weight)
-    total = m.sum(axis=1, keepdims=True)
-    return np.divide(m, total, out=np.zeros_like(m), where=total > 0)
-
-
-def compute_batch_features(log: EventLog, catalog: Catalog, as_of: float, recent_days: float = RECENT_DAYS
-                           ) -> BatchFeatures:
-    """Aggregate the events of `log` strictly before `as_of` (point-in-time correct by construction)."""
-    hist = log.before(as_of)
-    n_users, n_items, n_cat = log.n_users, catalog.n_items, catalog.n_categories
-    user_events = np.bincount(hist.user, minlength=n_users).astype(float)
-    user_positive = np.bincount(hist.user, weights=hist.positive, minlength=n_users)
-    last = np.full(n_users, np.nan)
-    if len(hist):
-        last_ts = np.full(n_users, -np.inf)
-        np.maximum.at(last_ts, hist.user, hist.ts)
-        last = np.where(np.isfinite(last_ts), last_ts, np.nan)
-    cat = catalog.item_category[hist.item]
-    # positives count double: they say more about taste than a view does
-    weight = 1.0 + hist.positive
-    recent = hist.ts >= as_of - recent_days * SECONDS_PER_DAY
-    return BatchFeatures(
-        as_of=as_of,
-        user_events=user_events,
-        user_positive=user_positive,
-        user_last_ts=last,
-        user_category_share=_shares(hist.user, cat, weight, n_users, n_cat),
-        user_recent_category_share=_shares(hist.user[recent], cat[recent], weight[recent], n_users, n_cat),
-        item_events=np.bincount(hist.item, minlength=n_items).astype(float),
-        item_recent_events=np.bincount(hist.item[recent], minlength=n_items).astype(float),
-        item_positive=np.bincount(hist.item, weights=hist.positive, minlength=n_items),
-        catalog=catalog,
-    )
-
-
-def pair_features(bf: BatchFeatures, users: np.ndarray, items: np.ndarray, covisit: np.ndarray | None = None
-                  ) -> np.ndarray:
-    """The ranker's rows for (user, item) index pairs, columns in BATCH_FEATURES order.
-
-    Users beyond the features' user range (they arrived after `as_of`) get the cold default profile.
-    `covisit` is each pair's co-visitation with the user's history (models/candidates.py), 0 if absent.
-    """
-    users = np.asarray(users, dtype=np.int64)
-    items = np.asarray(items, dtype=np.int64)
-    if users.shape != items.shape:
-        raise FeatureError(f"pair_features: {users.shape[0]} users but {items.shape[0]} items")
-    known = users < bf.n_users
-    u = np.where(known, users, 0)
-    cat = bf.catalog.item_category[items]
-    ev = np.where(known, bf.user_events[u], 0.0)
-    pos = np.where(known, bf.user_positive[u], 0.0)
-    last = np.where(known, bf.user_last_ts[u], np.nan)
-    days_since = np.where(np.isnan(last), COLD_DAYS, (bf.as_of - last) / SECONDS_PER_DAY)
-    price = bf.catalog.item_price[items]
-    created = bf.catalog.item_created_s[items]
-    cols = {
-        "user_events_log": np.log1p(ev),
-        "user_positive_rate": (pos + 1.0) / (ev + 4.0),
-        "user_days_since_last": days_since,
-        "item_popularity_log": np.log1p(bf.item_events[items]),
-        "item_recent_popularity_log": np.log1p(bf.item_recent_events[items]),
-        "item_positive_rate": (bf.item_positive[items] + 1.0) / (bf.item_events[items] + 4.0),
-        "item_price_log": np.log1p(np.nan_to_num(price, nan=0.0)),
-        "item_age_days": np.where(np.isnan(created), 0.0, np.maximum(bf.as_of - created, 0.0) / SECONDS_PER_DAY),
-        "user_category_affinity": np.where(known, bf.user_category_share[u, cat], 0.0),
-        "user_recent_category_affinity": np.where(known, bf.user_recent_category_share[u, cat], 0.0),
-        "user_item_covisit": np.zeros(len(users)) if covisit is None else np.asarray(covisit, dtype=float),
-    }
-    return np.column_stack([cols[name] for name in BATCH_FEATURES]) if len(users) else np.zeros((0, len(cols)))

@@ -44,23 +44,10 @@ class OnlineModelError(ValueError):
     """Examples or a model the online ranker cannot use; the message names the problem."""
 
 
-def last_item_covisit(view: SessionView | None, items: np.ndarray, covisit: Any) -> np.ndarray:
-    """Co-visitation of each candidate with the view's last items, newer items weighing more (1/position)."""
-    items = np.asarray(items, dtype=np.int64)
-    if view is None or not view.last_items:
-        return np.zeros(len(items))
-    last = np.asarray(view.last_items, dtype=np.int64)
-    weights = 1.0 / np.arange(1, len(last) + 1)
-    rows = covisit[last][:, items]
-    return np.asarray(rows.T @ weights).ravel() if hasattr(rows, "T") else np.zeros(len(items))
-
-
 def last_item_covisit_from_lists(last_item_ids: list[str], candidate_ids: list[str],
                                  neighbours: dict[str, tuple[list[str], list[float]]]) -> np.ndarray:
-    """`last_item_covisit` from per-item neighbour lists (the item_neighbours table) instead of the matrix.
-
-    `neighbours[item_id] = (neighbour_item_ids, neighbour_scores)`; the same 1/position weighting of
-    the last items, so it equals the matrix version wherever the lists are not truncated.
+    """Co-visitation of each candidate with the session's last items (newest first), newer items weighing more
+    (1/position), from their item_neighbours rows: `neighbours[item_id] = (neighbour_item_ids, neighbour_scores)`.
     """
     index = {c: k for k, c in enumerate(candidate_ids)}
     out = np.zeros(len(candidate_ids))
@@ -77,7 +64,7 @@ def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: n
                     covisit_with_last: np.ndarray, trend: np.ndarray, now: float) -> np.ndarray:
     """The online model's rows (ONLINE_FEATURES order) for one user's candidates at time `now`.
 
-    `covisit_with_last` comes from `last_item_covisit`; `trend` is each candidate's trend score.
+    `covisit_with_last` comes from `last_item_covisit_from_lists`; `trend` is each candidate's trend score.
     A user the stream has never seen has zero stream features: the batch score decides alone.
     """
     items = np.asarray(items, dtype=np.int64)

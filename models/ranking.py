@@ -298,6 +298,15 @@ class Ranking:
     online_logit: np.ndarray | None = None  # and online log-odds (None: no online model)
 
 
+def candidate_ids(user: UserView, items: ItemState, exclude: Iterable[str] = ()) -> list[str]:
+    """The catalogue items `rank` scores for the user, in gathering order (`gather_candidates` over `items`)."""
+    popular = items.popular or items.trending or list(items.item_ids[:POPULAR_SIZE])
+    in_category = items.popular_by_category.get(user.last_category, ()) if user.last_category else ()
+    return [item for item, _ in gather_candidates(user, items.covisit, items.trending, popular, exclude,
+                                                  session_category=in_category)
+            if item in items.index]
+
+
 def rank(user: UserView, values: Mapping[str, Any], items: ItemState, batch: Ranker | None, online_model: Ranker | None,
          online_weight: float, k: int, now: float, exclude: Iterable[str] = ()) -> Ranking:
     """One user's top-k at `now`: candidates → batch ranker → online ranker → blend → top-k.
@@ -305,11 +314,7 @@ def rank(user: UserView, values: Mapping[str, Any], items: ItemState, batch: Ran
     `values` are the user's online values by full name (lists included), `user` their `user_view`.
     The blend and the cut are `blend_top_k`.
     """
-    popular = items.popular or items.trending or list(items.item_ids[:POPULAR_SIZE])
-    in_category = items.popular_by_category.get(user.last_category, ()) if user.last_category else ()
-    gathered = [item for item, _ in gather_candidates(user, items.covisit, items.trending, popular, exclude,
-                                                      session_category=in_category)
-                if item in items.index]
+    gathered = candidate_ids(user, items, exclude)
     batch_score, x = model_inputs(gathered, values, items, batch, now, online=online_model is not None)
     online_score = online_model.score(x) if online_model is not None and x is not None else None
     missing = []

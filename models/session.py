@@ -1,22 +1,18 @@
-"""What the in-process replay reads of the stream: a user's `SessionView` and the items' trend.
+"""A user's stream session as the online model reads it: `SessionView` over the user_session_v1 values.
 
-The state behind it is the stream processor's own (models/stream_state.py folds replayed events with
-pipelines/stream/session_features.py, as the processor does into Redis); `tandem evaluate` takes it as
-one injected dependency (`StreamState` protocol, `StreamStateFactory`).
-
-A user's `SessionView` holds what serving reads of user_session_v1: the last distinct items (newest
-first), the current session's length and category counts, and the time of the last event.
+`session_view_from_features` turns the values the stream processor writes (what serving reads from
+Redis, the stream's example sink receives, a replay folds with the processor's functions) into a
+`SessionView`: the last distinct items (newest first), the current session's length and category
+counts, and the time of the last event, with items and categories as dense indices.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
-from models.features import SESSION_GAP_S, Catalog
+from models.features import SESSION_GAP_S
 
 
 @dataclass
@@ -51,19 +47,6 @@ class SessionView:
         # the stream keeps the live session only: its counts stand in for recent taste (see below)
         total = self.recent_category_counts.sum()
         return self.recent_category_counts / total if total > 0 else self.recent_category_counts
-
-
-class StreamState(Protocol):
-    """The stream features the replay needs: fold events in, read a user's view and the items' trend."""
-
-    def observe(self, user: int, item: int, positive: bool, ts: float, session_key: int) -> None: ...
-
-    def view(self, user: int) -> SessionView | None: ...
-
-    def trend(self, now: float) -> np.ndarray: ...
-
-
-StreamStateFactory = Callable[[Catalog], StreamState]
 
 
 def session_view_from_features(values: dict | None, category_index: dict[str, int], item_index: dict[str, int],

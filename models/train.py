@@ -6,10 +6,6 @@ negative) and numeric feature columns. Which columns are features is the Feature
 business (`feature_columns_from_service`), never a list copied here. Features whose name contains
 "affinity" get a non-decreasing monotone constraint, so more taste for an item's category can
 never lower its score.
-
-`build_training_frame` makes the same frame in-process from an event log (models/features.py):
-features as of `as_of`, labels from the window after it — what `tandem evaluate` and
-`tandem train batch` use when the Feast path is not asked for.
 """
 
 from __future__ import annotations
@@ -22,8 +18,6 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from models.candidates import Candidates, covisitation_matrix, generate_candidates, history_matrix, popularity
-from models.features import BATCH_FEATURES, BatchFeatures, Catalog, EventLog, compute_batch_features, pair_features
 from models.metrics import auc, grouped_ranking_metrics
 
 MONOTONE_INCREASING_MARKERS: tuple[str, ...] = ("affinity",)
@@ -168,104 +162,6 @@ def time_window(frame: pd.DataFrame) -> dict[str, str]:
     """First and last event_timestamp of a frame (ISO), for the run's data window."""
     ts = pd.to_datetime(frame["event_timestamp"], utc=True)
     return {"start": ts.min().isoformat(), "end": ts.max().isoformat()}
-
-
-# ---------------------------------------------------------------------------------------------- in-process frames
-
-
-@dataclass
-class InProcessWindow:
-    """Everything built for one point-in-time window: features as of `as_of`, candidates, co-visitation."""
-
-    as_of: float
-    features: BatchFeatures
-    candidates: Candidates
-    covisit: Any  # scipy csr item×item
-    history: Any  # scipy csr user×item recency weights
-    item_popularity: np.ndarray
-
-    def covisit_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Each (user, item) pair's co-visitation with the user's history (0 for users unknown at as_of)."""
-        users, items = np.asarray(users), np.asarray(items)
-        out = np.zeros(len(users))
-        known = users < self.history.shape[0]
-        if known.any():
-            ku, ki = users[known], items[known]
-            uniq, inv = np.unique(ku, return_inverse=True)
-            block = (self.history[uniq] @ self.covisit).tocsr()
-            out[known] = np.asarray(block[inv, ki]).ravel()
-        return out
-
-    def rows(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """The ranker's feature rows (BATCH_FEATURES order) for (user, item) index pairs."""
-        return pair_features(self.features, users, items, self.covisit_scores(users, items))
-
-
-def build_window(log: EventLog, catalog: Catalog, as_of: float) -> InProcessWindow:
-    """Features, co-visitation and candidate lists as of `as_of`."""
-    hist = log.before(as_of)
-    covisit = covisitation_matrix(hist, catalog.n_items)
-    return InProcessWindow(
-        as_of=as_of,
-        features=compute_batch_features(log, catalog, as_of),
-        candidates=generate_candidates(log, catalog, as_of, covisit=covisit),
-        covisit=covisit,
-        history=history_matrix(log, log.n_users, catalog.n_items, as_of),
-        item_popularity=popularity(log, catalog.n_items, as_of),
-    )
-
-
-def build_training_frame(log: EventLog, catalog: Catalog, window: InProcessWindow, label_end: float,
-                         negatives_per_positive: int = 4, seed: int = 7) -> pd.DataFrame:
-    """Labelled rows: features as of `window.as_of`, positives = items first interacted with in [as_of, label_end).
-
-    Negatives are drawn half from the user's candidate list (what the ranker must order in serving)
-    and half uniformly from the catalogue, never an item the user interacted with before `label_end`.
-    """
-    rng = np.random.default_rng(seed)
-    as_of = window.as_of
-    future = log.between(as_of, label_end)
-    seen_before = window.history
-    pairs = pd.DataFrame({"u": future.user, "i": future.item, "t": future.ts}).drop_duplicates(["u", "i"])
-    if len(pairs):
-        known = pairs["u"].to_numpy() < seen_before.shape[0]
-        already = np.zeros(len(pairs), dtype=bool)
-        already[known] = np.asarray(seen_before[pairs["u"].to_numpy()[known], pairs["i"].to_numpy()[known]]).ravel() > 0
-        pairs = pairs[~already]
-    if pairs.empty:
-        raise TrainingError(f"no new interactions between as_of and label_end ({as_of} .. {label_end}): "
-                            "nothing to learn from; widen the window")
-    upto = log.before(label_end)
-    touched_set = set(zip(upto.user.tolist(), upto.item.tolist(), strict=True))
-    neg_u, neg_i, neg_t = [], [], []
-    for u, group in pairs.groupby("u", sort=False):
-        need = negatives_per_positive * len(group)
-        cand = window.candidates.of(int(u))
-        from_cand = rng.choice(cand, size=min(len(cand), need // 2 + 1), replace=False) if len(cand) else []
-        # uniform (not popularity-weighted) so the ranker can still learn that popular items are picked more
-        from_pop = rng.integers(0, catalog.n_items, size=need)
-        ts = group["t"].to_numpy()
-        chosen: set[int] = set()
-        for item in list(from_cand) + list(from_pop):
-            if (int(u), int(item)) in touched_set or int(item) in chosen:
-                continue
-            chosen.add(int(item))
-            neg_u.append(int(u))
-            neg_i.append(int(item))
-            neg_t.append(ts[rng.integers(len(ts))])
-            need -= 1
-            if need <= 0:
-                break
-    users = np.r_[pairs["u"].to_numpy(), np.array(neg_u, dtype=np.int64)]
-    items = np.r_[pairs["i"].to_numpy(), np.array(neg_i, dtype=np.int64)]
-    ts = np.r_[pairs["t"].to_numpy(), np.array(neg_t, dtype=float)]
-    labels = np.r_[np.ones(len(pairs), dtype=np.int64), np.zeros(len(neg_u), dtype=np.int64)]
-    frame = pd.DataFrame(window.rows(users, items), columns=list(BATCH_FEATURES))
-    frame.insert(0, "user_id", log.user_ids[users])
-    frame.insert(1, "item_id", catalog.item_ids[items])
-    frame.insert(2, "event_timestamp", pd.to_datetime(ts, unit="s", utc=True).astype("datetime64[us, UTC]"))
-    frame.insert(3, "label", labels)
-    return frame
 
 
 def describe_params(ranker: BatchRanker) -> dict[str, str]:

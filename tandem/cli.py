@@ -177,71 +177,27 @@ def _read_dataset(data: Path):
         fail(str(exc))
 
 
-def _as_of_seconds(as_of: str | None) -> float | None:
-    if as_of is None:
-        return None
-    from datetime import datetime
-
-    try:
-        ts = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"--as-of {as_of!r} is not an ISO-8601 time (expected e.g. 2025-02-01T00:00:00Z)")
-    if ts.tzinfo is None:
-        fail(f"--as-of {as_of!r} has no timezone (expected UTC, e.g. 2025-02-01T00:00:00Z)")
-    return ts.timestamp()
-
-
 @train_app.command("batch")
-def train_batch(
-    data: DataOption = None,
-    as_of: Annotated[str | None, typer.Option(help="Train on history before this time (default: all of it).")] = None,
-    window: Annotated[float, typer.Option(min=0.01, max=0.45,
-                                          help="Label and holdout window, as a share of the history span.")] = 0.2,
-    candidates: Annotated[int, typer.Option(min=1, help="Candidates kept per user in the offline store.")] = 100,
-    source: Annotated[str, typer.Option(help="Training data: 'feast' (the training set `tandem batch run` saved), "
-                                             "'events' (in-process features from the dataset) or 'auto'.")] = "auto",
-) -> None:
-    """Train the XGBoost batch ranker, log it to MLflow, register `batch-ranker`, gate `champion`, write candidates."""
-    from models.jobs import latest_training_set, train_batch_from_dataset, train_batch_from_training_set
+def train_batch() -> None:
+    """Retrain the XGBoost batch ranker on the training set `tandem batch run` saved (Feast, GX-checked), log it to
+    MLflow, register `batch-ranker`, gate `champion`. Candidate lists and neighbours come from `tandem batch run`."""
+    from models.jobs import latest_training_set, train_batch_from_training_set
     from models.train import TrainingError
 
     settings = _settings()
     _quiet_mlflow()
-    if source not in ("auto", "feast", "events"):
-        fail(f"--source {source!r} is not one of auto, feast, events")
     saved = latest_training_set(settings.offline_dir)
-    if source == "feast" and saved is None:
+    if saved is None:
         fail(f"no saved training set under {settings.offline_dir}/training_sets: run `tandem batch run` first")
-    if saved is not None and source in ("auto", "feast"):
-        try:
-            with progress_bar(f"training the batch ranker on {saved.name}") as update:
-                _, reg = train_batch_from_training_set(saved, settings.mlflow_uri)
-                update(1, 1)
-        except TrainingError as exc:
-            fail(str(exc))
-        console.print(f"[green]registered[/] {reg.model_name} v{reg.version} (run {reg.run_id}) from {saved}; "
-                      "holdout: " + ", ".join(f"{k} {reg.metrics[k]:.4f}" for k in ("auc", "ndcg@10", "recall@10")))
-        console.print(f"champion: {'[green]yes[/]' if reg.champion else '[yellow]no[/]'} — {reg.reason}")
-        console.print("candidate lists are written by the batch run's candidates step (`tandem batch run`)")
-        return
-    data = data or settings.data_dir
-    events, items = _read_dataset(data)
     try:
-        with progress_bar("training the batch ranker (features, XGBoost, MLflow, candidates)") as update:
-            result = train_batch_from_dataset(events, items, settings.mlflow_uri,
-                                              as_of=_as_of_seconds(as_of), window_fraction=window,
-                                              candidates_limit=candidates)
+        with progress_bar(f"training the batch ranker on {saved.name}") as update:
+            _, reg = train_batch_from_training_set(saved, settings.mlflow_uri)
             update(1, 1)
     except TrainingError as exc:
         fail(str(exc))
-    reg = result.registration
-    console.print(f"[green]registered[/] {reg.model_name} v{reg.version} (run {reg.run_id}) on "
-                  f"{result.train_rows:,} training rows; holdout ({result.holdout_rows:,} rows): "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in reg.metrics.items() if k in ("auc", "ndcg@10", "recall@10",
-                                                                                       "hitrate@10")))
+    console.print(f"[green]registered[/] {reg.model_name} v{reg.version} (run {reg.run_id}) from {saved}; "
+                  "holdout: " + ", ".join(f"{k} {reg.metrics[k]:.4f}" for k in ("auc", "ndcg@10", "recall@10")))
     console.print(f"champion: {'[green]yes[/]' if reg.champion else '[yellow]no[/]'} — {reg.reason}")
-    if result.candidates_path:
-        console.print(f"candidate lists for {result.candidate_users:,} users → {result.candidates_path}")
 
 
 @train_app.command("online")
@@ -252,44 +208,36 @@ def train_online(
     publish_every: Annotated[int, typer.Option(min=100, help="Examples per update (one candidate version each).")
                              ] = 4_000,
 ) -> None:
-    """Update the online ranker from streamed labelled examples; register each update that passes its sanity check."""
-    from models.features import BATCH_FEATURES
-    from models.jobs import online_examples, update_online_model
-    from models.registry import BATCH_MODEL, RegistryError, load_champion
+    """Update the online ranker from the dataset's latest window replayed as the stream; register each update
+    that passes its sanity check.
+
+    The batch path runs as of the window's start in a workspace under $TANDEM_HOME/evaluate/ (the served
+    champion and online store are not touched); the window's events then become the labelled examples the
+    stream's sink emits, with the features serving computes."""
+    from models.jobs import update_online_model
+    from models.registry import RegistryError
+    from models.replay_store import ReplayError
+    from models.rows import FeatureSkewError
     from models.train import TrainingError
+    from pipelines.batch.evaluation import online_training_examples
+    from pipelines.batch.outputs import BatchOutputsError
 
     settings = _settings()
     _quiet_mlflow()
     data = data or settings.data_dir
-    events, items = _read_dataset(data)
+    _read_dataset(data)  # a clear error for a missing or malformed dataset before any batch run
     try:
-        batch = load_champion(BATCH_MODEL, settings.mlflow_uri)
-        scorer = None if list(batch.model.feature_columns) == list(BATCH_FEATURES) else _feast_scorer(settings, batch)
         with progress_bar("replaying the stream into labelled examples") as update:
-            examples = online_examples(events, items, batch.model, window_fraction=window, progress=update,
-                                       pair_scorer=scorer)
+            examples = online_training_examples(settings, data, window, log=lambda msg: console.print(f"  {msg}"),
+                                                progress=update)
         with progress_bar("updating the online ranker") as update:
             result = update_online_model(examples, settings.mlflow_uri, publish_every=publish_every, progress=update)
-    except (RegistryError, TrainingError) as exc:
+    except (BatchOutputsError, FeatureSkewError, RegistryError, ReplayError, TrainingError) as exc:
         fail(str(exc))
-    console.print(f"online ranker: {result.examples:,} examples in {result.updates} updates "
-                  f"(batch scores from batch-ranker v{batch.version})")
+    console.print(f"online ranker: {result.examples:,} examples in {result.updates} updates")
     for reg in result.registrations:
         state = f"v{reg.version} champion" if reg.champion else "not registered"
         console.print(f"  {state}: sanity AUC {reg.metrics['sanity_auc']:.4f} — {reg.reason}")
-
-
-def _feast_scorer(settings, batch):
-    """Point-in-time batch scores through Feast for a champion trained on the feature service's columns."""
-    from models.jobs import DEFAULT_FEATURE_SERVICE, feast_pair_scorer
-
-    try:
-        from pipelines.batch import feast_repo
-    except ImportError:
-        fail(f"batch-ranker v{batch.version} was trained on Feast features, but the Feast repo helpers "
-             "(pipelines.batch) are not installed: cannot score the stream's examples")
-    service = batch.tags.get("feature_service") or DEFAULT_FEATURE_SERVICE
-    return feast_pair_scorer(feast_repo.feature_store(settings), service, batch.model)
 
 
 @app.command("evaluate")

@@ -238,7 +238,7 @@ def run_demo(settings: Settings, options: DemoOptions, report: Callable[[str], N
              _tandem("train", "online", "--data", str(data_dir)), 900, env)
     console.rule("[bold]5/6 stream processor and server")
     stream = Background("stream", _tandem("stream", "run", "--data", str(data_dir), "--example-sink",
-                                          "models.online_sink:from_settings"), settings, env)
+                                          "pipelines.stream.online_learning:from_settings"), settings, env)
     server = Background("server", _tandem("serve"), settings, env)
     api = Api(settings)
     try:

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from models.evaluate import (
@@ -40,12 +40,7 @@ from models.evaluate import (
     split_time,
 )
 from models.features import epoch_seconds
-from models.ranking import Ranker, catalogue_columns
-from models.registry import BATCH_MODEL, RegistryError, load_champion
-from models.rows import check_columns, service_columns
-from pipelines.batch import feast_repo
-from pipelines.batch.materialize import latest_offline_rows
-from pipelines.batch.run import ONLINE_VIEWS, materialize_interval
+from pipelines.batch.outputs import BatchOutputsError, read_online_outputs
 from tandem.settings import Settings
 
 EVALUATE_DIR = "evaluate"
@@ -105,46 +100,15 @@ def run_batch_path(dataset_dir: Path, as_of: datetime, workspace: Path, log: Cal
                               + "\n".join(tail) + f"\nworkspace: {workspace}")
 
 
-def _online_rows(view: str, start: datetime, end: datetime) -> tuple[str, dict[str, dict[str, Any]]]:
-    """What materializing `view` over [start, end] would write (the materializer's own selection), by entity and
-    full feature name, as Python values."""
-    key = feast_repo.arrow_schema(view).names[0]  # the entity's join key comes first
-    names = feast_repo.feature_names(view)
-    if not feast_repo.source_path(view).exists():
-        return key, {}
-    latest, _ = latest_offline_rows(feast_repo.feature_view(view), key, names, start, end)
-    rows = latest.select([key, *names]).to_pylist()
-    return key, {str(r.pop(key)): {f"{view}__{n}": v for n, v in r.items()} for r in rows}
-
-
 def read_batch_outputs(workspace: Path, as_of: datetime) -> BatchOutputs:
     """What the workspace's batch run would put online as of `as_of`, and its batch-ranker champion."""
-    users: dict[str, dict[str, Any]] = {}
-    items: dict[str, dict[str, Any]] = {}
     with _workspace_environment(workspace):
-        start, end = materialize_interval(as_of)
-        for view in ONLINE_VIEWS:
-            key, rows = _online_rows(view, start, end)
-            target = users if key == "user_id" else items
-            for entity, values in rows.items():
-                target.setdefault(entity, {}).update(values)
         try:
-            champion = Ranker(load_champion(BATCH_MODEL, tracking_uri(workspace)))
-        except RegistryError as exc:
-            raise EvaluationError(f"the evaluation's batch run registered no champion: {exc}") from None
-        service = champion.feature_service
-        try:
-            columns = service_columns(feast_repo.feature_service(service))
-        except KeyError:
-            columns = None
-        check_columns(champion.feature_columns, columns, service)  # what serving checks before scoring
-    if not items:
-        raise EvaluationError(f"the evaluation's batch run left no item rows online as of {as_of.isoformat()}")
-    item_ids = sorted(items)
-    return BatchOutputs(as_of=as_of.timestamp(), users=users, item_ids=item_ids,
-                        items=catalogue_columns(item_ids, [items[i] for i in item_ids]), batch=champion,
-                        run={"workspace": str(workspace), "command": "tandem batch run --no-materialize",
-                             "as_of": as_of.isoformat(), "users_online": len(users), "items_online": len(item_ids)})
+            outputs = read_online_outputs(as_of, tracking_uri(workspace))
+        except BatchOutputsError as exc:
+            raise EvaluationError(f"the evaluation's batch run: {exc}") from None
+    outputs.run.update({"workspace": str(workspace), "command": "tandem batch run --no-materialize"})
+    return outputs
 
 
 def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationConfig | None = None,
@@ -201,3 +165,24 @@ def _batch_path(settings: Settings, dataset_dir: Path, split: float, log: Callab
     outputs = read_batch_outputs(workspace, as_of)
     outputs.run["seconds"] = round(time.perf_counter() - started, 1)
     return outputs
+
+
+def online_training_examples(settings: Settings, dataset_dir: Path, window_fraction: float = 0.2,
+                             log: Callable[[str], None] = print, progress: Progress | None = None) -> pd.DataFrame:
+    """`tandem train online`'s examples: the batch path as of the start of the dataset's latest window (in a
+    workspace, as the evaluation runs it), then the window replayed into the rows the stream's sink emits
+    (`models.replay_store.stream_examples`): each example's batch score is that champion's, on the values it
+    put online, so nothing the batch side learned comes from the window itself."""
+    from models.replay_store import stream_examples
+    from pipelines.dataset import read_events, read_items
+
+    events, items = read_events(dataset_dir).to_pandas(), read_items(dataset_dir).to_pandas()
+    epoch = epoch_seconds(events["ts"])
+    first, last = float(epoch.min()), float(epoch.max())
+    if last <= first:
+        raise EvaluationError("all events share one timestamp: there is no window to replay")
+    start = np.floor((last - window_fraction * (last - first)) * 1_000_000) / 1_000_000
+    log(f"online examples: batch path as of {iso_time(start)}, replay of the latest {window_fraction:.0%} "
+        "of the history")
+    outputs = _batch_path(settings, dataset_dir, start, log)
+    return stream_examples(events, items, outputs, progress=progress)

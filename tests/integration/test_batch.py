@@ -131,6 +131,23 @@ def test_the_candidate_steps_item_neighbours_are_materialized_online(batch):
     _assert_online_matches_offline(ctx.store, table, NEIGHBOURS_VIEW, "item_id")
 
 
+def test_what_the_run_published_reads_back_as_serving_values(batch, tmp_path):
+    """The stream's online-learning sink starts from the last run's publication: its as_of, its rows."""
+    from models.jobs import NEIGHBOURS_VIEW
+    from pipelines.batch.outputs import last_published, read_online_outputs
+
+    ctx = batch["ctx"]
+    if not feast_repo.source_path(NEIGHBOURS_VIEW).exists():  # the neighbours test writes them; alone, write them
+        test_the_candidate_steps_item_neighbours_are_materialized_online(batch)
+    assert last_published() == ctx.as_of
+    outputs = read_online_outputs(ctx.as_of, f"sqlite:///{tmp_path / 'mlflow.db'}", require_champion=False)
+    assert outputs.batch is None and outputs.as_of == ctx.as_of.timestamp()
+    users = pd.read_parquet(feast_repo.source_path("user_features_v1"))
+    at_as_of = set(users.loc[users["event_timestamp"] == pd.Timestamp(ctx.as_of), "user_id"])
+    assert at_as_of and at_as_of <= set(outputs.users) <= set(users["user_id"])
+    assert outputs.items.covisit and all(i in outputs.item_ids for i in outputs.items.covisit)
+
+
 def test_training_set_is_point_in_time_correct(batch):
     ctx = batch["ctx"]
     df = ctx.training_set

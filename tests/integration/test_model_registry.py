@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from models.features import BATCH_FEATURES, Catalog, encode_events
+from models.batch_steps import prepare_feast_frame
 from models.jobs import train_and_register_batch, update_online_model
 from models.online import LABEL, ONLINE_FEATURES, new_online_model, partial_fit, sanity_check
 from models.registry import (
@@ -19,23 +19,24 @@ from models.registry import (
     register_batch_ranker,
     register_online_ranker,
 )
-from models.train import build_training_frame, build_window, check_training_frame, time_window, train_batch_ranker
-from tests.models_data import drifting_log
+from models.rows import service_columns
+from models.train import check_training_frame, monotone_constraints, time_window, train_batch_ranker
+from tests.serving_models import item_rows, repo, training_frame, user_rows
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @pytest.fixture(scope="module")
 def frames():
-    events, items = drifting_log(n_users=100, n_items=60, days=16, sessions_per_user=8)
-    catalog = Catalog.from_items(items)
-    log = encode_events(events, catalog)
-    end = float(log.ts[-1]) + 1
-    span = end - float(log.ts[0])
-    t1, t2 = end - 0.5 * span, end - 0.25 * span
-    train = build_training_frame(log, catalog, build_window(log, catalog, t1), t2)
-    holdout = build_training_frame(log, catalog, build_window(log, catalog, t2), end, seed=11)
-    return train, holdout
+    """(train, holdout, feature columns): Feast-shaped training sets as `tandem batch run` prepares them."""
+    service, user_view, item_view = repo()
+    cats = [f"c{n}" for n in range(4)]
+    users = user_rows(user_view, [f"u{n}" for n in range(80)], lambda u: cats[int(u[1:]) % 4],
+                      lambda u: cats[(int(u[1:]) + 1) % 4])
+    items = item_rows(item_view, [f"i{n}" for n in range(40)], lambda i: cats[int(i[1:]) % 4])
+    train, columns = prepare_feast_frame(training_frame(users, items, n=2500), service_columns(service))
+    holdout, _ = prepare_feast_frame(training_frame(users, items, n=1500, seed=11), service_columns(service))
+    return train, holdout, columns
 
 
 def _name(kind: str) -> str:
@@ -45,11 +46,11 @@ def _name(kind: str) -> str:
 def test_a_trained_model_is_registered_with_everything_recorded(settings, frames):
     from mlflow import MlflowClient
 
-    train, holdout = frames
-    ranker = train_batch_ranker(train, list(BATCH_FEATURES), num_boost_round=40)
+    train, holdout, columns = frames
+    ranker = train_batch_ranker(train, columns, num_boost_round=40)
     name = _name("batch")
     window = {"train": time_window(train), "holdout": time_window(holdout)}
-    validation = check_training_frame(train, list(BATCH_FEATURES))
+    validation = check_training_frame(train, columns)
     reg = register_batch_ranker(ranker, holdout, feature_service="ranker_batch_v1", data_window=window,
                                 validation=validation, tracking_uri=settings.mlflow_uri, model_name=name)
     assert reg.version == "1" and reg.champion and reg.reason == "first validated version"
@@ -58,11 +59,12 @@ def test_a_trained_model_is_registered_with_everything_recorded(settings, frames
     run = client.get_run(reg.run_id)
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     assert params["feature_service"] == "ranker_batch_v1"
-    assert json.loads(params["feature_columns"]) == list(BATCH_FEATURES)
+    assert json.loads(params["feature_columns"]) == columns
     assert params["data_window.train_start"] == window["train"]["start"]
     assert params["data_window.holdout_end"] == window["holdout"]["end"]
     assert params["validation.success"] == "True" and tags["validation"] == "passed"
-    assert params["max_depth"] == "6" and "(0,0,0,0,0,0,0,0,1,1,0)" in params["monotone_constraints"]
+    constraints = "(" + ",".join(str(c) for c in monotone_constraints(columns)) + ")"
+    assert params["max_depth"] == "6" and constraints in params["monotone_constraints"] and "1" in constraints
     for key in ("auc", "ndcg_at_10", "recall_at_10", "hitrate_at_10"):
         assert 0.0 < metrics[key] <= 1.0
     artifacts = {a.path for a in client.list_artifacts(reg.run_id)}
@@ -70,18 +72,18 @@ def test_a_trained_model_is_registered_with_everything_recorded(settings, frames
     assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == "1"
 
     loaded = load_champion(name, settings.mlflow_uri)
-    assert loaded.version == "1" and loaded.feature_columns == list(BATCH_FEATURES)
+    assert loaded.version == "1" and loaded.feature_columns == columns
     assert np.allclose(loaded.model.predict(holdout), ranker.predict(holdout), atol=1e-6)
 
 
 def test_a_worse_candidate_does_not_take_the_alias_and_a_better_one_does(settings, frames):
-    train, holdout = frames
+    train, holdout, columns = frames
     name = _name("batch")
     window = {"train": time_window(train), "holdout": time_window(holdout)}
     ok = {"success": True}
-    good = train_batch_ranker(train, list(BATCH_FEATURES), num_boost_round=40)
+    good = train_batch_ranker(train, columns, num_boost_round=40)
     # trained on inverted labels: it ranks the held-out interactions last
-    worse = train_batch_ranker(train.assign(label=1 - train["label"]), list(BATCH_FEATURES), num_boost_round=40)
+    worse = train_batch_ranker(train.assign(label=1 - train["label"]), columns, num_boost_round=40)
     first = register_batch_ranker(good, holdout, feature_service="ranker_batch_v1", data_window=window,
                                   validation=ok, tracking_uri=settings.mlflow_uri, model_name=name)
     second = register_batch_ranker(worse, holdout, feature_service="ranker_batch_v1", data_window=window,
@@ -93,7 +95,7 @@ def test_a_worse_candidate_does_not_take_the_alias_and_a_better_one_does(setting
     assert load_champion(name, settings.mlflow_uri).version == "1"
 
     # a better model that failed validation stays out too
-    better = train_batch_ranker(train, list(BATCH_FEATURES), num_boost_round=120)
+    better = train_batch_ranker(train, columns, num_boost_round=120)
     failed = register_batch_ranker(better, holdout, feature_service="ranker_batch_v1", data_window=window,
                                    validation={"success": False, "failures": ["ranges"]},
                                    tracking_uri=settings.mlflow_uri, model_name=name)
@@ -101,11 +103,11 @@ def test_a_worse_candidate_does_not_take_the_alias_and_a_better_one_does(setting
 
 
 def test_serving_watcher_picks_up_a_new_champion(settings, frames):
-    train, holdout = frames
+    train, holdout, columns = frames
     name = _name("batch")
     window = {"train": time_window(train), "holdout": time_window(holdout)}
-    weak = train_batch_ranker(train, list(BATCH_FEATURES), num_boost_round=1, params={"max_depth": 1})
-    strong = train_batch_ranker(train, list(BATCH_FEATURES), num_boost_round=60)
+    weak = train_batch_ranker(train, columns, num_boost_round=1, params={"max_depth": 1})
+    strong = train_batch_ranker(train, columns, num_boost_round=60)
     watcher = ChampionWatcher(name, settings.mlflow_uri, poll_s=0.0)
     assert watcher.get() is None
     register_batch_ranker(weak, holdout, feature_service="ranker_batch_v1", data_window=window,
@@ -120,13 +122,13 @@ def test_serving_watcher_picks_up_a_new_champion(settings, frames):
 
 
 def test_train_and_register_is_the_thin_call_for_the_batch_path(settings, frames):
-    train, holdout = frames
+    train, holdout, columns = frames
     name = _name("batch")
-    ranker, reg = train_and_register_batch(train, holdout, list(BATCH_FEATURES), "ranker_batch_v1",
+    ranker, reg = train_and_register_batch(train, holdout, columns, "ranker_batch_v1",
                                            settings.mlflow_uri, validation={"success": True, "suite": "gx"},
                                            model_name=name)
     assert reg.version == "1" and reg.champion and reg.metrics["auc"] > 0.5
-    assert ranker.feature_columns == list(BATCH_FEATURES)
+    assert ranker.feature_columns == columns
 
 
 def _online_examples(n, seed):
@@ -166,32 +168,6 @@ def test_update_online_model_continues_the_champion(settings):
     again = update_online_model(_online_examples(2000, 6), settings.mlflow_uri, publish_every=1000, model_name=name)
     assert [r.previous_champion for r in again.registrations] == ["2"]
     assert again.registrations[0].metrics["champion_sanity_auc"] > 0.5  # checked against the champion it continued
-
-
-def test_train_batch_from_a_dataset_writes_scored_candidate_lists(settings, tmp_path, monkeypatch):
-    import pandas as pd
-
-    from models.jobs import train_batch_from_dataset
-
-    monkeypatch.setenv("TANDEM_OFFLINE_DIR", str(tmp_path / "offline"))
-    events, items = drifting_log(n_users=60, n_items=40, days=10, sessions_per_user=6)
-    name = _name("batch")
-    result = train_batch_from_dataset(events, items, settings.mlflow_uri, model_name=name, candidates_limit=25)
-    assert result.registration.champion and result.registration.version == "1"
-    assert result.candidates_path.parent == tmp_path / "offline" / "user_candidates"
-    assert result.candidates_path.name.startswith("date=")
-    lists = pd.read_parquet(result.candidates_path)
-    assert set(lists.columns) == {"user_id", "event_timestamp", "candidate_item_ids", "candidate_scores",
-                                  "candidate_source"}
-    assert len(lists) == result.candidate_users == events["user_id"].nunique()
-    assert (lists["candidate_source"] == f"{name} v1").all()
-    seen = events.groupby("user_id")["item_id"].agg(set)
-    for row in lists.itertuples():
-        assert 0 < len(row.candidate_item_ids) <= 25
-        assert not set(row.candidate_item_ids) & seen[row.user_id]  # already-seen items are never candidates
-        assert list(row.candidate_scores) == sorted(row.candidate_scores, reverse=True)
-    assert len(pd.read_parquet(tmp_path / "offline" / "popular_items")) > 0
-    assert len(pd.read_parquet(tmp_path / "offline" / "item_neighbours")) > 0
 
 
 def _feast_shaped_training_set(n_users=80, n_rows=2400, seed=4):

@@ -58,10 +58,11 @@ def test_popular_items_order_and_exclusion():
     assert list(popular_items(pop, 3, exclude=np.array([2]))) == [0, 1, 3]
 
 
-def test_neighbour_lists_give_the_same_covisit_as_the_matrix():
+def test_neighbour_lists_give_the_covisit_of_the_matrix():
+    """Co-visitation with the session's last items from the item_neighbours rows equals the rule over the matrix:
+    the sum over the last items of their co-visit with the candidate, weighted 1/position."""
     from models.candidates import item_neighbours_frame
-    from models.online import last_item_covisit, last_item_covisit_from_lists
-    from models.session import SessionView
+    from models.online import last_item_covisit_from_lists
 
     events, items = drifting_log(n_users=30, n_items=24, days=4, sessions_per_user=4)
     catalog = Catalog.from_items(items)
@@ -69,11 +70,11 @@ def test_neighbour_lists_give_the_same_covisit_as_the_matrix():
     cov = covisitation_matrix(log, catalog.n_items)
     frame = item_neighbours_frame(cov, catalog, pd.Timestamp("2025-01-01", tz="UTC"), n=catalog.n_items)
     lists = {r.item_id: (r.neighbour_item_ids, r.neighbour_scores) for r in frame.itertuples()}
-    view = SessionView(catalog.n_categories, last_items=[3, 7, 1])
-    candidates = np.arange(catalog.n_items)
-    by_matrix = last_item_covisit(view, candidates, cov)
-    by_lists = last_item_covisit_from_lists([str(catalog.item_ids[i]) for i in view.last_items],
-                                            [str(i) for i in catalog.item_ids[candidates]], lists)
+    last = [3, 7, 1]
+    dense = cov.toarray()
+    by_matrix = sum(dense[item] / position for position, item in enumerate(last, start=1))
+    by_lists = last_item_covisit_from_lists([str(catalog.item_ids[i]) for i in last],
+                                            [str(i) for i in catalog.item_ids], lists)
     assert np.allclose(by_matrix, by_lists) and by_matrix.any()
 
 

@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from models.blend import blend_scores
-from models.features import Catalog
 from models.online import (
     LABEL,
     ONLINE_FEATURES,
@@ -18,7 +17,8 @@ from models.online import (
     predict_margin,
     sanity_check,
 )
-from models.stream_state import StreamProcessorState
+from models.session import session_view_from_features
+from pipelines.stream import session_features
 
 
 def _examples(n: int, seed: int, flip: bool = False) -> pd.DataFrame:
@@ -59,18 +59,24 @@ def test_unfitted_model_and_wrong_shapes_say_what_is_wrong():
 
 
 def test_session_view_tracks_items_categories_and_sessions():
-    catalog = Catalog.from_items(pd.DataFrame({"item_id": [f"i{n}" for n in range(8)],
-                                               "category": ["a", "b", "c", "a", "b", "b", "c", "a"]}))
-    state = StreamProcessorState(catalog)
-    cat = {name: n for n, name in enumerate(catalog.category_names)}
-    for item, positive, ts in ((5, False, 100.0), (6, True, 110.0), (5, False, 120.0)):
-        state.observe(0, item, positive, ts, session_key=1)
-    view = state.view(0)
+    """The view the online model reads, over the values the stream processor's fold functions write."""
+    category = {"i5": "b", "i6": "c", "i7": "a"}
+    cat = {"a": 0, "b": 1, "c": 2}
+    items = {f"i{n}": n for n in range(8)}
+    state = None
+
+    def fold(item: str, event_type: str, ts: float):
+        entry = (int(ts * 1_000_000), f"e{ts}", item, event_type, category[item])
+        return session_features.fold_user(state, [entry])
+
+    for item, event_type, ts in (("i5", "view", 100.0), ("i6", "click", 110.0), ("i5", "view", 120.0)):
+        state = fold(item, event_type, ts)
+    view = session_view_from_features(session_features.user_features(state), cat, items, 3)
     assert view.last_items == [5, 6]
     assert view.session_events == 3 and view.session_clicks == 1
     assert view.session_category_share()[cat["c"]] == pytest.approx(1 / 3)
-    state.observe(0, 7, False, 5000.0, session_key=2)  # more than 30 minutes later: a new session
-    view = state.view(0)
+    state = fold("i7", "view", 5000.0)  # more than 30 minutes later: a new session
+    view = session_view_from_features(session_features.user_features(state), cat, items, 3)
     assert view.session_events == 1 and view.session_category_share()[cat["a"]] == 1.0
     assert view.is_active(5000.0 + 60) and not view.is_active(5000.0 + 3 * 3600)
 

@@ -1,17 +1,22 @@
-"""The online model's stream sink: stream features in, prequential sanity-checked updates out."""
+"""The online model's stream sink: the stream's examples in, the features serving computes, prequential
+sanity-checked updates out."""
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from models.candidates import covisitation_matrix
-from models.features import Catalog, encode_events
-from models.online import coefficients
+from models.features import epoch_seconds
+from models.online import LABEL, ONLINE_FEATURES, coefficients
 from models.online_sink import OnlineExampleSink
+from models.ranking import model_inputs
+from models.replay_store import ReplayStore
 from models.session import session_view_from_features
+from tests.models_data import drifting_log
+from tests.serving_models import batch_outputs
 
 
 @dataclass(frozen=True)
@@ -25,49 +30,58 @@ class Example:  # the shape of pipelines.stream.examples.LabelledExample
     user_features: dict[str, Any] | None
 
 
-ITEMS = pd.DataFrame({"item_id": [f"i{i}" for i in range(20)], "category": [f"c{i % 4}" for i in range(20)]})
-
-
-def _stream(n: int, seed: int) -> list[Example]:
-    """Users click items of their session's category."""
-    rng = np.random.default_rng(seed)
+def _stream(events: pd.DataFrame, items: pd.DataFrame, as_of: float) -> list[Example]:
+    """The log's events from `as_of` on as the processor hands them over: each with the user's session values
+    just before it (the processor's fold functions, as a replay store folds them)."""
+    events = events.sort_values("ts", kind="stable").reset_index(drop=True)
+    ts = epoch_seconds(events["ts"])
+    state = ReplayStore(batch_outputs(events, items, as_of))
     out = []
-    t0 = datetime(2025, 1, 1, tzinfo=UTC)
-    for j in range(n):
-        cat = int(rng.integers(4))
-        item = f"i{cat + 4 * int(rng.integers(5))}"
-        feats = {"last_item_ids": [f"i{cat + 4}"], "last_category": f"c{cat}", "session_categories": [f"c{cat}"],
-                 "session_category_counts": [3], "last_event_epoch": (t0 + timedelta(seconds=j)).timestamp() - 30,
-                 "session_events": 3, "session_clicks": 1}
-        out.append(Example(f"e{seed}-{j}", f"u{j % 7}", item, "click", None, t0 + timedelta(seconds=j), feats))
+    for j, row in enumerate(events.itertuples()):
+        if ts[j] >= as_of:
+            out.append(Example(f"e{j}", row.user_id, row.item_id, row.event_type, None,
+                               datetime.fromtimestamp(ts[j], tz=UTC), state.sessions.get(row.user_id)))
+        state.observe(f"e{j}", row.user_id, row.item_id, row.event_type, ts[j])
     return out
 
 
-def _sink(publish):
-    catalog = Catalog.from_items(ITEMS)
-    ev = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["i0", "i4", "i1"], "event_type": "view",
-                       "ts": pd.to_datetime(["2024-12-01T00:00:00Z", "2024-12-01T00:01:00Z", "2024-12-01T00:02:00Z"]),
-                       "session_id": ["s", "s", "t"]})
-    covisit = covisitation_matrix(encode_events(ev, catalog), catalog.n_items)
-    return OnlineExampleSink(catalog, covisit, lambda user, items: np.zeros(len(items)), np.ones(catalog.n_items),
-                             publish=publish, negatives=3, publish_every=400)
+@pytest.fixture(scope="module")
+def stream():
+    events, items = drifting_log()
+    as_of = float(np.quantile(epoch_seconds(events["ts"]), 0.6))
+    return batch_outputs(events, items, as_of), _stream(events, items, as_of)
 
 
-def test_sink_learns_session_category_and_publishes_checked_updates():
+def test_sink_learns_from_the_stream_and_publishes_checked_updates(stream):
+    outputs, examples = stream
     published = []
-    sink = _sink(lambda model, sanity, n: published.append((sanity, n)) or sanity.success)
-    stream = _stream(400, 1)
-    sink.emit(stream[:200])
-    sink.emit(stream[:200])  # redelivered batch: de-duplicated by event_id
-    sink.emit(stream[200:])
-    # 400 events x (1 positive + 3 negatives) in updates of 400 rows; the first has nothing earlier to check
-    assert sink.examples_seen == 1600
-    assert [n for _, n in published] == [400, 800, 1200]
-    sink.emit(_stream(100, 2))
-    sanity, seen = published[-1]
-    assert seen == 1600 and sanity.success and sanity.auc > 0.7 and sanity.rows == 400
-    coef = coefficients(sink.model)
-    assert coef["session_category_share"] > 0.1 or coef["active_session_category_share"] > 0.1
+    sink = OnlineExampleSink(ReplayStore(outputs), publish=lambda model, sanity, n: published.append((sanity, n)),
+                             negatives=3, publish_every=400)
+    half = len(examples) // 2
+    sink.emit(examples[:half])
+    sink.emit(examples[:half])  # redelivered batch: de-duplicated by event_id
+    sink.emit(examples[half:])
+    sink.flush()
+    # every example of a catalogue item: 1 positive + 3 negatives, in updates of ≥ 400 rows
+    assert sink.examples_seen == 4 * len(examples)
+    assert [n for _, n in published] == sorted(n for _, n in published) and published[0][1] >= 400
+    sanity, _ = published[-1]
+    assert sanity.success and sanity.auc > 0.6
+    assert coefficients(sink.model)["last_item_covisit"] > 0.1
+
+
+def test_sink_rows_are_what_serving_computes(stream):
+    """The positive row of an example is the ranking's own input for that item: the champion's log-odds on the
+    user's batch rows and the stream features of the session just before the event."""
+    outputs, examples = stream
+    example = next(e for e in examples if e.user_features and e.user_id in outputs.users)
+    sink = OnlineExampleSink(ReplayStore(outputs), negatives=3, publish_every=10_000)
+    row = sink._rows(example).iloc[0]
+    store = ReplayStore(outputs)
+    values = store.values(example.user_id, session=example.user_features)
+    _, x = model_inputs([example.item_id], values, store.live_items(), outputs.batch, example.ts.timestamp())
+    assert np.allclose(row[list(ONLINE_FEATURES)].to_numpy(dtype=float), x[0])
+    assert row["batch_logit"] != 0.0 and row[LABEL] == 1
 
 
 def test_session_view_from_stream_values():
@@ -80,12 +94,18 @@ def test_session_view_from_stream_values():
     assert session_view_from_features(None, {}, {}, 4) is None
 
 
-def test_serving_rows_by_id_equal_the_replay_rows():
-    from models.candidates import item_neighbours_frame
-    from models.online import last_item_covisit, online_features, online_features_from_store
+def test_serving_rows_by_id_equal_the_dense_rows():
+    """online_features_from_store (by id, from neighbour lists) equals online_features over dense indices."""
+    from models.candidates import covisitation_matrix, item_neighbours_frame
+    from models.features import Catalog, encode_events
+    from models.online import online_features, online_features_from_store
 
-    sink = _sink(None)
-    catalog, covisit = sink.catalog, sink.covisit
+    catalog = Catalog.from_items(pd.DataFrame({"item_id": [f"i{i}" for i in range(20)],
+                                               "category": [f"c{i % 4}" for i in range(20)]}))
+    ev = pd.DataFrame({"user_id": ["a", "a", "b", "b"], "item_id": ["i0", "i4", "i1", "i7"], "event_type": "view",
+                       "ts": pd.to_datetime(["2024-12-01T00:00:00Z", "2024-12-01T00:01:00Z", "2024-12-01T00:02:00Z",
+                                             "2024-12-01T00:03:00Z"]), "session_id": ["s", "s", "t", "t"]})
+    covisit = covisitation_matrix(encode_events(ev, catalog), catalog.n_items)
     lists = {r.item_id: (r.neighbour_item_ids, r.neighbour_scores)
              for r in item_neighbours_frame(covisit, catalog, pd.Timestamp("2025-01-01", tz="UTC")).itertuples()}
     values = {"last_item_ids": ["i0", "i1"], "last_category": "c0", "session_categories": ["c0", "c1"],
@@ -95,8 +115,9 @@ def test_serving_rows_by_id_equal_the_replay_rows():
     trend = np.array([1.0, 0.0, 3.0, 0.5])
     cat_index = {c: i for i, c in enumerate(catalog.category_names)}
     view = session_view_from_features(values, cat_index, catalog.item_index, catalog.n_categories)
-    expected = online_features(batch, items, catalog.item_category, view, last_item_covisit(view, items, covisit),
-                               trend, now=1100.0)
+    dense = covisit.toarray()
+    with_last = sum(dense[item][items] / position for position, item in enumerate(view.last_items, start=1))
+    expected = online_features(batch, items, catalog.item_category, view, with_last, trend, now=1100.0)
     got = online_features_from_store(batch, [str(catalog.item_ids[i]) for i in items],
                                      [catalog.category_names[catalog.item_category[i]] for i in items], values,
                                      lists, trend, now=1100.0)
