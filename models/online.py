@@ -3,9 +3,14 @@
 What it learns: how much a user's *recent* behaviour should move the batch ranker's score — the
 weight of co-visitation with the session's last items, of the candidate's category in the current
 session and in the user's decayed recent taste, of the item's trend, and how far to trust the
-batch score itself. It is a scikit-learn pipeline (StandardScaler → SGDClassifier, log loss)
-whose `partial_fit` takes each batch of labelled examples the stream sink emits (the revealed
-interaction as a positive, candidates the user did not pick as negatives).
+batch score itself, separately for users with a batch profile and users without one. Its rows
+describe a candidate relative to the other candidates of the same request (its gap to the best
+batch score, its share of the best co-visitation), so it learns to order a request's candidates.
+
+It is a scikit-learn pipeline (StandardScaler → SGDClassifier, log loss) whose `partial_fit` takes
+each batch of labelled examples the stream sink emits: rows of the candidate list serving would have
+scored when the user picked one of them, the picked candidate as a positive and others as negatives
+(models/replay_store.py `labelled_examples`).
 
 How often: the stream sink hands examples over in micro-batches; every `update_every` examples
 the model takes one partial_fit step. A step becomes a new `online-ranker` version only if it
@@ -28,7 +33,11 @@ from models.session import SessionView, session_view_from_features
 
 ONLINE_FEATURES: tuple[str, ...] = (
     "batch_logit",
-    "last_item_covisit",
+    "batch_logit_gap",  # the candidate's batch log-odds minus the best of this request's candidates (≤ 0)
+    "returning",  # 1 when the user has a batch profile (history before the last batch run), else 0
+    "batch_logit_returning",  # batch_logit × returning: how far to trust the batch score, per kind of user
+    "last_item_covisit_log",  # log1p of the co-visitation with the session's last items
+    "covisit_share",  # that co-visitation over the best of this request's candidates (0 when none has any)
     "session_category_share",
     "active_session_category_share",
     "recent_category_share",
@@ -60,15 +69,26 @@ def last_item_covisit_from_lists(last_item_ids: list[str], candidate_ids: list[s
     return out
 
 
-def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: np.ndarray, view: SessionView | None,
-                    covisit_with_last: np.ndarray, trend: np.ndarray, now: float) -> np.ndarray:
-    """The online model's rows (ONLINE_FEATURES order) for one user's candidates at time `now`.
+def _share_of_best(x: np.ndarray) -> np.ndarray:
+    top = float(x.max()) if len(x) else 0.0
+    return x / top if top > 0 else np.zeros(len(x))
 
-    `covisit_with_last` comes from `last_item_covisit_from_lists`; `trend` is each candidate's trend score.
-    A user the stream has never seen has zero stream features: the batch score decides alone.
+
+def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: np.ndarray, view: SessionView | None,
+                    covisit_with_last: np.ndarray, trend: np.ndarray, now: float, returning: bool = False
+                    ) -> np.ndarray:
+    """The online model's rows (ONLINE_FEATURES order) for one request's candidates at time `now`.
+
+    The rows are relative to the request: `batch_logit_gap` and `covisit_share` compare each candidate
+    with the best of the same candidates, so the rows must be computed for the whole candidate list at once
+    (what serving scores; training examples are rows picked from such a list). `covisit_with_last` comes
+    from `last_item_covisit_from_lists`; `trend` is each candidate's trend score; `returning` says whether
+    the user has a batch profile. A user the stream has never seen has zero session features.
     """
     items = np.asarray(items, dtype=np.int64)
     n = len(items)
+    if not n:
+        return np.zeros((0, len(ONLINE_FEATURES)))
     cats = np.asarray(item_category)[items]
     if view is None:
         session_share = recent_share = np.zeros(n)
@@ -77,37 +97,45 @@ def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: n
         session_share = view.session_category_share()[cats]
         recent_share = view.recent_category_share(now)[cats]
         active = 1.0 if view.is_active(now) else 0.0
+    batch = np.nan_to_num(np.asarray(batch_logit, dtype=float), nan=0.0)
+    covisit = np.maximum(np.asarray(covisit_with_last, dtype=float), 0.0)
+    known = 1.0 if returning else 0.0
     return np.column_stack([
-        np.asarray(batch_logit, dtype=float),
-        np.asarray(covisit_with_last, dtype=float),
+        batch,
+        batch - batch.max(),
+        np.full(n, known),
+        known * batch,
+        np.log1p(covisit),
+        _share_of_best(covisit),
         session_share,
         active * session_share,
         recent_share,
         np.full(n, active),
-        np.log1p(np.asarray(trend, dtype=float)),
-    ]) if n else np.zeros((0, len(ONLINE_FEATURES)))
+        np.log1p(np.maximum(np.asarray(trend, dtype=float), 0.0)),
+    ])
 
 
 def online_features_from_store(batch_logit: np.ndarray, candidate_ids: list[str], candidate_categories: list[str],
                                session_values: dict | None, neighbour_lists: dict[str, tuple[list[str], list[float]]],
-                               trend_scores: np.ndarray, now: float) -> np.ndarray:
+                               trend_scores: np.ndarray, now: float, returning: bool = False) -> np.ndarray:
     """ONLINE_FEATURES rows from what serving reads, by id: the same values `online_features` computes.
 
     `session_values` are the user's user_session_v1 values (None for a user the stream has not seen),
     `neighbour_lists` the item_neighbours rows of the session's last items, `trend_scores` the
-    candidates' item_trending_v1 trend_score (0 where missing), `now` the request time (Unix seconds).
+    candidates' item_trending_v1 trend_score (0 where missing), `now` the request time (Unix seconds),
+    `returning` whether the user has a batch profile.
     """
     n = len(candidate_ids)
     if not session_values:
         return online_features(batch_logit, np.arange(n), np.zeros(n, dtype=np.int64), None, np.zeros(n),
-                               trend_scores, now)
+                               trend_scores, now, returning)
     cats = sorted({*candidate_categories, *(session_values.get("session_categories") or [])})
     index = {c: i for i, c in enumerate(cats)}
     view = session_view_from_features(session_values, index, {}, len(cats))
     last_ids = list(session_values.get("last_item_ids") or [])
     covisit = last_item_covisit_from_lists(last_ids, list(candidate_ids), neighbour_lists)
     item_category = np.array([index[c] for c in candidate_categories], dtype=np.int64)
-    return online_features(batch_logit, np.arange(n), item_category, view, covisit, trend_scores, now)
+    return online_features(batch_logit, np.arange(n), item_category, view, covisit, trend_scores, now, returning)
 
 
 def new_online_model(seed: int = 7, alpha: float = 1e-4, eta0: float = 0.01) -> Pipeline:

@@ -109,8 +109,11 @@ def load_version(model_name: str, version: str, tracking_uri: str) -> LoadedMode
     uri = f"models:/{model_name}/{version}"
     try:
         if model_name == ONLINE_MODEL or mv.tags.get("flavor") == "sklearn":
+            columns = json.loads(mv.tags.get("feature_columns", "[]")) or list(ONLINE_FEATURES)
+            if columns != list(ONLINE_FEATURES):
+                raise RegistryError(f"{model_name} v{version} was trained on online features {columns}, not the "
+                                    f"current {list(ONLINE_FEATURES)}: train a new one (`tandem train online`)")
             model = mlflow.sklearn.load_model(uri)
-            columns = list(ONLINE_FEATURES)
             return LoadedModel(model_name, str(version), mv.run_id, model, columns, dict(mv.tags))
         booster = mlflow.xgboost.load_model(uri)
     except mlflow.exceptions.MlflowException as exc:

@@ -7,11 +7,11 @@ item_trending_v1 row — by folding events with the processor's own functions
 (pipelines/stream/session_features).
 
 The online model learns from rows built here and nowhere else: `labelled_examples` turns one revealed
-interaction into the revealed item (label 1) plus candidates the user did not pick (label 0), each
-with the ONLINE_FEATURES serving computes for them just before the event (`models.ranking.model_inputs`,
-the batch champion's real log-odds included). Its three callers are the evaluation's replay
-(models/evaluate.py), `tandem train online` (`stream_examples` over a dataset's latest window) and
-the stream's live example sink (models/online_sink.py).
+interaction with an item serving would have gathered into rows of that candidate list — the revealed item
+(label 1) and candidates the user did not pick (label 0) — with the ONLINE_FEATURES serving computes for
+the list just before the event (`models.ranking.model_inputs`, the batch champion's real log-odds included).
+Its three callers are the evaluation's replay (models/evaluate.py), `tandem train online`
+(`stream_examples` over a dataset's latest window) and the stream's live example sink (models/online_sink.py).
 """
 
 from __future__ import annotations
@@ -144,17 +144,18 @@ class ReplayStore:
 def labelled_examples(item_id: str, candidates: list[str], values: Mapping[str, Any], items: ItemState,
                       batch: Ranker | None, now: float, negatives: int, rng: np.random.Generator
                       ) -> pd.DataFrame | None:
-    """The online model's rows for one revealed interaction: the item (label 1) and `negatives` of the candidates
-    serving would have scored (label 0), ONLINE_FEATURES as serving computes them at `now` from `values`.
-    None when the item is not in the catalogue serving holds."""
-    if item_id not in items.index:
+    """The online model's rows for one revealed interaction: rows of the candidate list serving would have scored
+    for the user at `now` (ONLINE_FEATURES, computed for the whole list as serving computes them), the revealed
+    item's row labelled 1 and `negatives` of the others' labelled 0. None when the item is not among the
+    candidates: serving could not have ranked it, so there is nothing to learn about ordering them."""
+    if item_id not in candidates:
         return None
-    pool = [c for c in candidates if c != item_id]
-    n_neg = min(negatives, len(pool))
-    chosen = [pool[i] for i in rng.choice(len(pool), size=n_neg, replace=False)] if n_neg else []
-    _, x = model_inputs([item_id, *chosen], values, items, batch, now)
-    frame = pd.DataFrame(x, columns=list(ONLINE_FEATURES))
-    frame[LABEL] = np.r_[1, np.zeros(n_neg, dtype=int)]
+    _, x = model_inputs(candidates, values, items, batch, now)
+    positive = candidates.index(item_id)
+    others = np.delete(np.arange(len(candidates)), positive)
+    chosen = rng.choice(others, size=min(negatives, len(others)), replace=False) if len(others) else others
+    frame = pd.DataFrame(x[np.r_[positive, chosen].astype(np.int64)], columns=list(ONLINE_FEATURES))
+    frame[LABEL] = np.r_[1, np.zeros(len(chosen), dtype=int)]
     return frame
 
 

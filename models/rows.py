@@ -23,6 +23,7 @@ from models.batch_steps import CATEGORY_AFFINITY, USER_CATEGORIES, USER_CATEGORY
 from models.online import online_features_from_store
 
 SESSION_VIEW = "user_session_v1"
+PROFILE_VIEW = "user_features_v1"  # the user's batch profile: a user with a row there is a returning user
 TREND_SCORE = "item_trending_v1__trend_score"
 UNKNOWN_CATEGORY = "unknown"
 # derived per request from other online values (never read from the store under this name)
@@ -95,6 +96,12 @@ def session_values(user_values: Mapping[str, Any], view: str = SESSION_VIEW) -> 
     return values or None
 
 
+def has_profile(user_values: Mapping[str, Any], view: str = PROFILE_VIEW) -> bool:
+    """Whether the user has a batch profile row online (history before the last batch run)."""
+    prefix = f"{view}__"
+    return any(v is not None for k, v in user_values.items() if k.startswith(prefix))
+
+
 def neighbour_lists(last_item_ids: Sequence[str], covisit: Mapping[str, Sequence[str]],
                     covisit_scores: Mapping[str, Sequence[float]]) -> dict[str, tuple[list[str], list[float]]]:
     """The item_neighbours rows (ids, scores) of the session's last items, as `online_features_from_store` takes
@@ -114,9 +121,10 @@ def online_inputs(
 ) -> np.ndarray:
     """The online ranker's rows (models.online.ONLINE_FEATURES) for one user's candidates at `now`."""
     session = session_values(user_values)
+    returning = has_profile(user_values)
     last = [str(i) for i in (session or {}).get("last_item_ids") or ()]
     trend = np.zeros(len(item_ids)) if trend_scores is None else np.nan_to_num(
         np.asarray(trend_scores, dtype=float), nan=0.0)
     return online_features_from_store(np.asarray(batch_logit, dtype=float), list(item_ids),
                                       [c or UNKNOWN_CATEGORY for c in item_categories], session,
-                                      neighbour_lists(last, covisit, covisit_scores), trend, now)
+                                      neighbour_lists(last, covisit, covisit_scores), trend, now, returning)

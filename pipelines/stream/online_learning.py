@@ -13,7 +13,7 @@ import copy
 import logging
 
 from models.online_sink import OnlineExampleSink, mlflow_publisher
-from models.registry import ONLINE_MODEL, champion_version, load_champion
+from models.registry import ONLINE_MODEL, RegistryError, champion_version, load_champion
 from models.replay_store import ReplayStore
 from pipelines.batch.outputs import BatchOutputsError, last_published, read_online_outputs
 from tandem.settings import get_settings
@@ -32,8 +32,12 @@ def from_settings() -> OnlineExampleSink:
     if outputs.batch is None:
         log.warning("no batch-ranker champion yet: the online examples carry batch score 0, as serving scores "
                     "without a batch model")
-    online = load_champion(ONLINE_MODEL, settings.mlflow_uri).model \
-        if champion_version(ONLINE_MODEL, settings.mlflow_uri) else None
+    try:
+        online = load_champion(ONLINE_MODEL, settings.mlflow_uri).model \
+            if champion_version(ONLINE_MODEL, settings.mlflow_uri) else None
+    except RegistryError as exc:  # e.g. a champion trained on an older feature set: start a new model
+        log.warning("not continuing the online champion: %s", exc)
+        online = None
     log.info("online learning over %d items and %d users online, batch champion %s",
              len(outputs.item_ids), len(outputs.users),
              f"v{outputs.batch.version}" if outputs.batch else "none")

@@ -85,7 +85,11 @@ def test_online_features_of_an_unknown_user_leave_the_batch_score_alone():
     rows = online_features(np.array([0.3, -1.0]), np.array([0, 1]), np.array([0, 1]), None,
                            np.zeros(2), np.zeros(2), now=0.0)
     assert rows.shape == (2, len(ONLINE_FEATURES))
-    assert list(rows[:, 0]) == [0.3, -1.0] and not rows[:, 1:].any()
+    column = {name: rows[:, k] for k, name in enumerate(ONLINE_FEATURES)}
+    assert list(column["batch_logit"]) == [0.3, -1.0]
+    assert list(column["batch_logit_gap"]) == [0.0, -1.3]  # relative to the request's best candidate
+    others = [name for name in ONLINE_FEATURES if name not in ("batch_logit", "batch_logit_gap")]
+    assert not np.column_stack([column[name] for name in others]).any()
 
 
 def test_blend_scores():

@@ -128,10 +128,15 @@ def test_online_inputs_are_the_models_function_on_what_serving_reads():
         batch, ["c1", "c2", "c3"], ["toys", "unknown", "books"],
         {"last_item_ids": ["a", "b"], "last_category": "toys", "last_event_epoch": 1000.0, "session_events": 3,
          "session_clicks": 1}, {"a": (["c1", "c2"], [4.0, 2.0]), "b": (["c2"], [6.0])}, np.array([1.0, 0.0, 0.0]),
-        1100.0)
+        1100.0, returning=True)
     np.testing.assert_array_equal(got, expected)
     column = {name: got[:, k] for k, name in enumerate(ONLINE_FEATURES)}
-    assert column["last_item_covisit"].tolist() == [4.0, 2.0 + 6.0 / 2, 0.0]  # 1/position of the last items
+    covisit_sum = np.array([4.0, 2.0 + 6.0 / 2, 0.0])  # 1/position of the last items
+    np.testing.assert_allclose(column["last_item_covisit_log"], np.log1p(covisit_sum))
+    np.testing.assert_allclose(column["covisit_share"], covisit_sum / 5.0)  # relative to the request's best
+    np.testing.assert_allclose(column["batch_logit_gap"], batch - 1.0)
+    assert column["returning"].tolist() == [1.0] * 3  # user_features_v1 holds a row for the user
+    np.testing.assert_allclose(column["batch_logit_returning"], batch)
     assert column["session_active"].tolist() == [1.0, 1.0, 1.0]
     assert session_values({"user_features_v1__events_7d": 4}) is None
     # the stream's session category counts (user_session_v1) become the session's category shares
@@ -140,7 +145,8 @@ def test_online_inputs_are_the_models_function_on_what_serving_reads():
                             "user_session_v1__session_category_counts": [3, 1]}, covisit, scores, None, now=1100.0)
     assert shares[:, ONLINE_FEATURES.index("session_category_share")].tolist() == [0.75, 0.0, 0.25]
     cold = online_inputs(batch[:1], ["c1"], ["toys"], {}, covisit, scores, None, now=1100.0)
-    assert cold[0].tolist() == [0.5, 0, 0, 0, 0, 0, 0]  # a user the stream has not seen: only the batch score
+    # a user with neither a batch profile nor a session: only the batch score (and its gap, 0 for one candidate)
+    assert cold[0].tolist() == [0.5] + [0.0] * (len(ONLINE_FEATURES) - 1)
 
 
 def test_served_online_and_blended_scores_equal_the_models_functions(world):
