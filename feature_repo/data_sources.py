@@ -91,3 +91,13 @@ item_neighbours_table = SparkSource(
     owner="tandem",
     tags={"path": "batch"},
 )
+
+item_sequence_neighbours_table = SparkSource(
+    name="item_sequence_neighbours_table",
+    path=offline_table("item_sequence_neighbours"),
+    file_format="parquet",
+    timestamp_field="event_timestamp",
+    description="Each item's nearest items in users' event sequences, written by the batch run's candidate step.",
+    owner="tandem",
+    tags={"path": "batch"},
+)

@@ -178,7 +178,14 @@ def score_candidates(store, feature_service: str, user_ids: np.ndarray, item_ids
 
 def step_candidates(ctx: Any, limit: int = 100) -> str:
     """Each user's candidate list as of the run, scored by the batch champion on Feast features, written offline."""
-    from models.candidates import candidates_frame, covisitation_matrix, generate_candidates, item_neighbours_frame
+    from models.candidates import (
+        candidates_frame,
+        covisitation_matrix,
+        generate_candidates,
+        item_neighbours_frame,
+        sequence_neighbours_frame,
+        sequence_neighbours_matrix,
+    )
     from models.evaluate import encode_dataset
     from models.jobs import read_dataset, write_offline_tables
     from models.registry import BATCH_MODEL, load_champion
@@ -199,7 +206,8 @@ def step_candidates(ctx: Any, limit: int = 100) -> str:
                             "item_id": catalog.item_ids[cand.popular].astype(str),
                             "event_timestamp": pd.Series([ts] * len(cand.popular), dtype="datetime64[us, UTC]")})
     neighbours = item_neighbours_frame(covisit, catalog, ts)
-    path = write_offline_tables(frame, popular, neighbours, ctx.as_of)
+    sequence = sequence_neighbours_frame(sequence_neighbours_matrix(log.before(as_of), catalog.n_items), catalog, ts)
+    path = write_offline_tables(frame, popular, neighbours, ctx.as_of, sequence)
     return f"{len(frame):,} users' lists (≤{limit} items, scored by v{champion.version}) -> {path.parent}"
 
 

@@ -50,6 +50,7 @@ from models.replay_store import BatchOutputs, ReplayError, ReplayStore, encode_d
 from models.rows import neighbour_lists
 
 SYSTEMS: tuple[str, ...] = ("popularity", "batch-only", "stream-only", "hybrid")
+STREAM_SIGNALS: tuple[str, ...] = ("covisit", "sequence")  # each stream signal alone, in details["stream_signals"]
 ONLINE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # what the validation replay chooses from
 MODE = "in-process replay (the batch run's rows and champion, the stream's fold functions, serving's ranking)"
 Progress = Callable[[int, int], None]
@@ -103,6 +104,11 @@ class EvaluationResult:
                       + (f" (T_val {choices['T_val']}; NDCG@{k} by weight: "
                          + ", ".join(f"{w}: {v:.4f}" for w, v in choices["ndcg_by_online_weight"].items()) + ")"
                          if "T_val" in choices else "") + "."]
+        signals = self.details.get("stream_signals")
+        if signals:
+            lines += ["", "Each stream signal alone (with the trend): " + ", ".join(
+                f"{name} NDCG@{k} {v['ndcg']:.4f} (HitRate@{k} {v['hitrate']:.4f})" for name, v in signals.items())
+                + "."]
         groups = self.details.get("by_user")
         if groups:
             names = list(groups)
@@ -147,9 +153,13 @@ class Systems:
         self.all_items = list(store.outputs.item_ids)
         self.item_array = np.asarray(self.all_items, dtype=object)
 
-    def stream_only(self, user_id: str, seen: set[str]) -> list[str]:
-        """Co-visitation of every item with the user's last items (newer weigh more) plus the normalized trend."""
-        store, items = self.store, self.store.outputs.items
+    def stream_only(self, user_id: str, seen: set[str], signal: str = "covisit") -> list[str]:
+        """A stream signal of every item with the user's last items (newer weigh more) plus the normalized trend:
+        co-visitation (item_neighbours_v1, the stream-only row) or sequence neighbours
+        (item_sequence_neighbours_v1, `details["stream_signals"]`)."""
+        store, cols = self.store, self.store.outputs.items
+        ids, scores = (cols.covisit, cols.covisit_scores) if signal == "covisit" else \
+            (cols.sequence, cols.sequence_scores)
         trend = np.nan_to_num(store.trend, nan=0.0)
         top = trend.max() if len(trend) else 0.0
         score = self.config.trend_weight * (trend / top if top > 0 else trend)
@@ -157,7 +167,7 @@ class Systems:
         last = [str(i) for i in (session or {}).get("last_item_ids") or ()]
         if last:
             score = score + last_item_covisit_from_lists(
-                last, self.all_items, neighbour_lists(last, items.covisit, items.covisit_scores))
+                last, self.all_items, neighbour_lists(last, ids, scores))
         order = self.item_array[np.argsort(-score, kind="stable")]
         return _first_unseen(order, seen, self.config.k)
 
@@ -223,6 +233,7 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
     trainer = OnlineTrainer(update_every=config.online_update_every)
     metrics = {name: QueryMetrics(name) for name in SYSTEMS}
     sweep = {w: QueryMetrics(f"hybrid@{w}") for w in online_weights}
+    signals = {name: QueryMetrics(name) for name in STREAM_SIGNALS}
     n_replay = len(log) - replay_start
     answerable = 0
     for done, j in enumerate(range(replay_start, len(log)), start=1):
@@ -232,11 +243,15 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
             # an item seen before is excluded from every list: a miss for all systems, no need to ask
             for m in (*metrics.values(), *sweep.values()):
                 m.ranks.append(0)
+            for m in signals.values():
+                m.ranks.append(0)
         else:
             answerable += 1
             answers, hybrid = systems.answer(user, now, user_seen, _online_ranker(trainer))
             for name, top in answers.items():
                 metrics[name].add(item, top)
+            for name, m in signals.items():
+                m.add(item, systems.stream_only(user, user_seen, name))
             for w, m in sweep.items():
                 m.add(item, [r.item_id for r in blend_top_k(hybrid.candidate_ids, hybrid.batch_logit,
                                                             hybrid.online_logit, w, config.k)])
@@ -268,6 +283,8 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
                            "every": config.online_update_every},
         "online_coefficients": coefficients(trainer.model),
         "online_weight": config.online_weight,
+        "stream_signals": {name: {key: m.summary(config.k)[f"{key}@{config.k}"] for key in ("ndcg", "hitrate")}
+                           for name, m in signals.items()},
         "online_weight_sweep": {str(w): m.summary(config.k)[f"ndcg@{config.k}"] for w, m in sweep.items()},
         "seconds": round(time.perf_counter() - started, 1),
         "per_day": replay_by_day(log.ts[replay_start:], ranks, config.k),

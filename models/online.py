@@ -38,6 +38,8 @@ ONLINE_FEATURES: tuple[str, ...] = (
     "batch_logit_returning",  # batch_logit × returning: how far to trust the batch score, per kind of user
     "last_item_covisit_log",  # log1p of the co-visitation with the session's last items
     "covisit_share",  # that co-visitation over the best of this request's candidates (0 when none has any)
+    "last_item_sequence_log",  # log1p of the sequence-neighbour score with the session's last items
+    "sequence_share",  # that score over the best of this request's candidates
     "session_category_share",
     "active_session_category_share",
     "recent_category_share",
@@ -75,15 +77,16 @@ def _share_of_best(x: np.ndarray) -> np.ndarray:
 
 
 def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: np.ndarray, view: SessionView | None,
-                    covisit_with_last: np.ndarray, trend: np.ndarray, now: float, returning: bool = False
-                    ) -> np.ndarray:
+                    covisit_with_last: np.ndarray, trend: np.ndarray, now: float, returning: bool = False,
+                    sequence_with_last: np.ndarray | None = None) -> np.ndarray:
     """The online model's rows (ONLINE_FEATURES order) for one request's candidates at time `now`.
 
     The rows are relative to the request: `batch_logit_gap` and `covisit_share` compare each candidate
     with the best of the same candidates, so the rows must be computed for the whole candidate list at once
-    (what serving scores; training examples are rows picked from such a list). `covisit_with_last` comes
-    from `last_item_covisit_from_lists`; `trend` is each candidate's trend score; `returning` says whether
-    the user has a batch profile. A user the stream has never seen has zero session features.
+    (what serving scores; training examples are rows picked from such a list). `covisit_with_last` and
+    `sequence_with_last` come from `last_item_covisit_from_lists` over the item_neighbours and
+    item_sequence_neighbours rows; `trend` is each candidate's trend score; `returning` says whether the
+    user has a batch profile. A user the stream has never seen has zero session features.
     """
     items = np.asarray(items, dtype=np.int64)
     n = len(items)
@@ -99,6 +102,8 @@ def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: n
         active = 1.0 if view.is_active(now) else 0.0
     batch = np.nan_to_num(np.asarray(batch_logit, dtype=float), nan=0.0)
     covisit = np.maximum(np.asarray(covisit_with_last, dtype=float), 0.0)
+    sequence = np.zeros(n) if sequence_with_last is None else np.maximum(
+        np.asarray(sequence_with_last, dtype=float), 0.0)
     known = 1.0 if returning else 0.0
     return np.column_stack([
         batch,
@@ -107,6 +112,8 @@ def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: n
         known * batch,
         np.log1p(covisit),
         _share_of_best(covisit),
+        np.log1p(sequence),
+        _share_of_best(sequence),
         session_share,
         active * session_share,
         recent_share,
@@ -117,13 +124,16 @@ def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: n
 
 def online_features_from_store(batch_logit: np.ndarray, candidate_ids: list[str], candidate_categories: list[str],
                                session_values: dict | None, neighbour_lists: dict[str, tuple[list[str], list[float]]],
-                               trend_scores: np.ndarray, now: float, returning: bool = False) -> np.ndarray:
+                               trend_scores: np.ndarray, now: float, returning: bool = False,
+                               sequence_lists: dict[str, tuple[list[str], list[float]]] | None = None
+                               ) -> np.ndarray:
     """ONLINE_FEATURES rows from what serving reads, by id: the same values `online_features` computes.
 
     `session_values` are the user's user_session_v1 values (None for a user the stream has not seen),
     `neighbour_lists` the item_neighbours rows of the session's last items, `trend_scores` the
     candidates' item_trending_v1 trend_score (0 where missing), `now` the request time (Unix seconds),
-    `returning` whether the user has a batch profile.
+    `returning` whether the user has a batch profile, `sequence_lists` the item_sequence_neighbours rows of
+    the session's last items.
     """
     n = len(candidate_ids)
     if not session_values:
@@ -134,8 +144,10 @@ def online_features_from_store(batch_logit: np.ndarray, candidate_ids: list[str]
     view = session_view_from_features(session_values, index, {}, len(cats))
     last_ids = list(session_values.get("last_item_ids") or [])
     covisit = last_item_covisit_from_lists(last_ids, list(candidate_ids), neighbour_lists)
+    sequence = last_item_covisit_from_lists(last_ids, list(candidate_ids), sequence_lists or {})
     item_category = np.array([index[c] for c in candidate_categories], dtype=np.int64)
-    return online_features(batch_logit, np.arange(n), item_category, view, covisit, trend_scores, now, returning)
+    return online_features(batch_logit, np.arange(n), item_category, view, covisit, trend_scores, now, returning,
+                           sequence)
 
 
 def new_online_model(seed: int = 7, alpha: float = 1e-4, eta0: float = 0.01) -> Pipeline:

@@ -17,7 +17,7 @@ Its three callers are the evaluation's replay (models/evaluate.py), `tandem trai
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -87,8 +87,9 @@ class ReplayStore:
         self._trending_top: list[str] | None = None
         popular, by_category = default_popular(outputs.batch, outputs.item_ids, outputs.items.columns,
                                                outputs.items.categories)
-        self.batch_items = ItemState(outputs.item_ids, self.index, outputs.items.columns, outputs.items.categories,
-                                     outputs.items.covisit, outputs.items.covisit_scores, (), popular, by_category)
+        cols = outputs.items
+        self.batch_items = ItemState(outputs.item_ids, self.index, cols.columns, cols.categories, cols.covisit,
+                                     cols.covisit_scores, (), popular, by_category, cols.sequence, cols.sequence_scores)
         self.popular, self.by_category = popular, by_category
 
     def _entry(self, event_id: str, item_id: str, event_type: str, ts: float) -> tuple:
@@ -137,8 +138,7 @@ class ReplayStore:
         if self._trending_top is None:
             self._trending_top = trending_top(self.outputs.item_ids, self.trend)
         b = self.batch_items
-        return ItemState(b.item_ids, b.index, {**b.columns, **self.trending}, b.categories, b.covisit,
-                         b.covisit_scores, self._trending_top, b.popular, b.popular_by_category)
+        return replace(b, columns={**b.columns, **self.trending}, trending=self._trending_top)
 
 
 def labelled_examples(item_id: str, candidates: list[str], values: Mapping[str, Any], items: ItemState,

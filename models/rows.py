@@ -118,6 +118,8 @@ def online_inputs(
     covisit_scores: Mapping[str, Sequence[float]],
     trend_scores: np.ndarray | None,
     now: float,
+    sequence: Mapping[str, Sequence[str]] | None = None,
+    sequence_scores: Mapping[str, Sequence[float]] | None = None,
 ) -> np.ndarray:
     """The online ranker's rows (models.online.ONLINE_FEATURES) for one user's candidates at `now`."""
     session = session_values(user_values)
@@ -127,4 +129,5 @@ def online_inputs(
         np.asarray(trend_scores, dtype=float), nan=0.0)
     return online_features_from_store(np.asarray(batch_logit, dtype=float), list(item_ids),
                                       [c or UNKNOWN_CATEGORY for c in item_categories], session,
-                                      neighbour_lists(last, covisit, covisit_scores), trend, now, returning)
+                                      neighbour_lists(last, covisit, covisit_scores), trend, now, returning,
+                                      neighbour_lists(last, sequence or {}, sequence_scores or {}))

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -86,6 +86,8 @@ class ItemSnapshot:
     updated_epoch: float | None  # event time of the newest item row
     source: str = "redis"  # or "disk" when loaded from the local cache during an outage
     covisit_scores: dict[str, tuple[float, ...]] = field(default_factory=dict)  # aligned with `covisit`
+    sequence: dict[str, tuple[str, ...]] = field(default_factory=dict)  # item → its sequence neighbours
+    sequence_scores: dict[str, tuple[float, ...]] = field(default_factory=dict)  # aligned with `sequence`
 
     @classmethod
     def empty(cls) -> ItemSnapshot:
@@ -359,7 +361,7 @@ class OnlineFeatures:
             version=f"{(marker or b'-').decode(errors='replace')}/{time.time():.3f}",
             item_ids=item_ids, index={item: i for i, item in enumerate(item_ids)},
             columns=cols.columns, categories=cols.categories, covisit=cols.covisit, updated_epoch=updated,
-            covisit_scores=cols.covisit_scores)
+            covisit_scores=cols.covisit_scores, sequence=cols.sequence, sequence_scores=cols.sequence_scores)
         self.items = snapshot
         self._marker = marker
         self._items_loaded_at = time.monotonic()
@@ -431,6 +433,9 @@ class OnlineFeatures:
             log.warning("Redis unreachable and no local cache at %s: serving empty lists until it returns", path)
             return
         snapshot, top = pickle.loads(path.read_bytes())  # written by this service only, under TANDEM_HOME
+        # a cache written before a field was added lacks it: rebuild through the constructor (defaults fill in)
+        known = {f.name for f in fields(ItemSnapshot)}
+        snapshot = ItemSnapshot(**{k: v for k, v in vars(snapshot).items() if k in known})
         snapshot.source = "disk"
         self.items = snapshot
         self.trending = TrendingSnapshot(top=list(top), for_version=snapshot.version)

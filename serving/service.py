@@ -293,7 +293,8 @@ class Recommender:
         user = user_view(user_id, record.values, record.updated_epoch, self.features.contract)
         _, popular, by_category = self._popular
         items = ItemState(snapshot.item_ids, snapshot.index, item_columns, snapshot.categories, snapshot.covisit,
-                          snapshot.covisit_scores, trending, popular, by_category)
+                          snapshot.covisit_scores, trending, popular, by_category, snapshot.sequence,
+                          snapshot.sequence_scores)
         if champions.batch is not None:
             self._check(champions.batch)
         ranking = rank(user, record.values, items, champions.batch, champions.online, variant.online_weight, k, now,

@@ -284,6 +284,8 @@ def evaluate(
         split.add_row(row["name"], *(f"{g['ndcg'][row['name']]:.4f}" for g in groups.values()))
     console.print(split)
     choices = result.details["choices"]
+    console.print("each stream signal alone (with the trend): " + ", ".join(
+        f"{name} NDCG@{k} {v['ndcg']:.4f}" for name, v in result.details["stream_signals"].items()))
     console.print(f"mode: {result.mode}")
     console.print(f"hybrid online weight {choices['online_weight']:g}: {choices['chosen_on']}"
                   + (f" (T_val {choices['T_val']}, {choices['validation_queries']:,} queries)"

@@ -115,7 +115,8 @@ def online_examples(n: int = 4000, seed: int = 0) -> pd.DataFrame:
     returning = (rng.random(n) < 0.5).astype(float)
     x = pd.DataFrame({"batch_logit": batch, "batch_logit_gap": batch - batch.max(), "returning": returning,
                       "batch_logit_returning": batch * returning, "last_item_covisit_log": np.log1p(covisit),
-                      "covisit_share": covisit / covisit.max(), "session_category_share": 0.0,
+                      "covisit_share": covisit / covisit.max(), "last_item_sequence_log": 0.0,
+                      "sequence_share": 0.0, "session_category_share": 0.0,
                       "active_session_category_share": 0.0, "recent_category_share": 0.0,
                       "session_active": active, "trend_log": np.log1p(rng.exponential(0.5, n))})
     logit = -3.0 + 0.5 * covisit + 0.3 * batch

@@ -29,10 +29,10 @@ from tandem.settings import Settings
 BATCH_VIEWS: dict[str, str] = {"user_features_v1": "user_id", "item_features_v1": "item_id"}
 # views whose tables other stages fill; they get an empty table so `feast apply` can read them
 PLACEHOLDER_VIEWS: tuple[str, ...] = ("user_session_v1", "item_trending_v1", "user_candidates_v1",
-                                      "item_neighbours_v1")
+                                      "item_neighbours_v1", "item_sequence_neighbours_v1")
 # what materialize publishes online (the stream writes its own views online itself)
 ONLINE_VIEWS: tuple[str, ...] = ("user_features_v1", "item_features_v1", "user_candidates_v1",
-                                 "item_neighbours_v1")
+                                 "item_neighbours_v1", "item_sequence_neighbours_v1")
 
 
 @dataclass
