@@ -5,8 +5,9 @@
 path's feature tables as of T and the stream processor's fold functions' output
 (models/evaluate.py). Its steps:
 
-1. candidates (`gather_candidates`): items co-visited with the session's last items, popular items
-   of the session's last category, the user's precomputed list, trending, then popular;
+1. candidates (`gather_candidates`): the sequence neighbours of the session's last items, the items
+   co-visited with them, popular items of the session's last category, the user's precomputed list,
+   trending, then popular;
 2. the batch ranker's log-odds on its feature service's columns (`models.rows.model_rows`);
 3. the online ranker's log-odds on the stream features plus the batch score (`models.rows.online_inputs`);
 4. the blend by the variant's online weight (`models.blend.blend_scores`), then `top_k`.
