@@ -186,9 +186,9 @@ def step_candidates(ctx: Any, limit: int = 100) -> str:
         sequence_neighbours_frame,
         sequence_neighbours_matrix,
     )
-    from models.evaluate import encode_dataset
     from models.jobs import read_dataset, write_offline_tables
     from models.registry import BATCH_MODEL, load_champion
+    from models.replay_store import encode_dataset
 
     events, items = read_dataset(ctx.options.dataset_dir)
     catalog, log = encode_dataset(events, items)

@@ -370,7 +370,7 @@ def item_neighbours_frame(covisit: sparse.csr_matrix, catalog: Catalog, as_of_ts
                           n: int = NEIGHBOURS_PER_ITEM, ids_field: str = "neighbour_item_ids",
                           scores_field: str = "neighbour_scores") -> pd.DataFrame:
     """Each item's n strongest neighbours in an item×item matrix, for serving's session candidates and the online
-    model's features of the session's last items (models/online.py `last_item_covisit_from_lists`):
+    model's features of the session's last items (models/online.py `last_items_scores_from_lists`):
     item_id, event_timestamp, `ids_field`, `scores_field` (best first). Items without neighbours have no row.
     The defaults are item_neighbours_v1's; `sequence_neighbours_frame` writes item_sequence_neighbours_v1."""
     covisit = covisit.tocsr()

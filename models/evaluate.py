@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from models.candidates import popularity
 from models.metrics import QueryMetrics, hit_rate_at_k, ndcg_at_k
-from models.online import ONLINE_FEATURES, OnlineTrainer, coefficients, last_item_covisit_from_lists
+from models.online import ONLINE_FEATURES, OnlineTrainer, coefficients, last_items_scores_from_lists
 from models.ranking import Ranker, Ranking, blend_top_k, rank, user_view
 from models.registry import ONLINE_MODEL, LoadedModel
 from models.replay_store import BatchOutputs, ReplayError, ReplayStore, encode_dataset, labelled_examples
@@ -166,7 +166,7 @@ class Systems:
         session = store.sessions.get(user_id)
         last = [str(i) for i in (session or {}).get("last_item_ids") or ()]
         if last:
-            score = score + last_item_covisit_from_lists(
+            score = score + last_items_scores_from_lists(
                 last, self.all_items, neighbour_lists(last, ids, scores))
         order = self.item_array[np.argsort(-score, kind="stable")]
         return _first_unseen(order, seen, self.config.k)

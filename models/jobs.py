@@ -104,7 +104,7 @@ def train_batch_from_training_set(path: Path, tracking_uri: str, feature_service
 
 
 def write_offline_tables(candidates: pd.DataFrame, popular: pd.DataFrame, neighbours: pd.DataFrame,
-                         as_of: datetime, sequence_neighbours: pd.DataFrame | None = None) -> Path:
+                         as_of: datetime, sequence_neighbours: pd.DataFrame) -> Path:
     """Publish the day's candidate lists (view user_candidates_v1), item neighbours (view item_neighbours_v1) and
     sequence neighbours (view item_sequence_neighbours_v1) through pipelines/batch/offline.py, and the
     popular_items table, each as the `date=<as_of's day>` partition; return the lists' dir."""
@@ -114,8 +114,7 @@ def write_offline_tables(candidates: pd.DataFrame, popular: pd.DataFrame, neighb
     day = as_of.astimezone(UTC).date()
     path = offline.write_day("user_candidates_v1", candidates, day, as_of)
     offline.write_day(NEIGHBOURS_VIEW, neighbours, day, as_of)  # cast to the view's schema, materialized online
-    if sequence_neighbours is not None:
-        offline.write_day(SEQUENCE_NEIGHBOURS_VIEW, sequence_neighbours, day, as_of)
+    offline.write_day(SEQUENCE_NEIGHBOURS_VIEW, sequence_neighbours, day, as_of)
     root = get_settings().offline_dir
     for name, frame in ((POPULAR_TABLE, popular),):
         table_dir = root / name

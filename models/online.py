@@ -55,7 +55,7 @@ class OnlineModelError(ValueError):
     """Examples or a model the online ranker cannot use; the message names the problem."""
 
 
-def last_item_covisit_from_lists(last_item_ids: list[str], candidate_ids: list[str],
+def last_items_scores_from_lists(last_item_ids: list[str], candidate_ids: list[str],
                                  neighbours: dict[str, tuple[list[str], list[float]]]) -> np.ndarray:
     """Co-visitation of each candidate with the session's last items (newest first), newer items weighing more
     (1/position), from their item_neighbours rows: `neighbours[item_id] = (neighbour_item_ids, neighbour_scores)`.
@@ -84,7 +84,7 @@ def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: n
     The rows are relative to the request: `batch_logit_gap` and `covisit_share` compare each candidate
     with the best of the same candidates, so the rows must be computed for the whole candidate list at once
     (what serving scores; training examples are rows picked from such a list). `covisit_with_last` and
-    `sequence_with_last` come from `last_item_covisit_from_lists` over the item_neighbours and
+    `sequence_with_last` come from `last_items_scores_from_lists` over the item_neighbours and
     item_sequence_neighbours rows; `trend` is each candidate's trend score; `returning` says whether the
     user has a batch profile. A user the stream has never seen has zero session features.
     """
@@ -143,8 +143,8 @@ def online_features_from_store(batch_logit: np.ndarray, candidate_ids: list[str]
     index = {c: i for i, c in enumerate(cats)}
     view = session_view_from_features(session_values, index, {}, len(cats))
     last_ids = list(session_values.get("last_item_ids") or [])
-    covisit = last_item_covisit_from_lists(last_ids, list(candidate_ids), neighbour_lists)
-    sequence = last_item_covisit_from_lists(last_ids, list(candidate_ids), sequence_lists or {})
+    covisit = last_items_scores_from_lists(last_ids, list(candidate_ids), neighbour_lists)
+    sequence = last_items_scores_from_lists(last_ids, list(candidate_ids), sequence_lists or {})
     item_category = np.array([index[c] for c in candidate_categories], dtype=np.int64)
     return online_features(batch_logit, np.arange(n), item_category, view, covisit, trend_scores, now, returning,
                            sequence)

@@ -138,13 +138,13 @@ def categories_of(frame: pd.DataFrame, item_view: str = "item_features_v1") -> S
 
 
 def batch_outputs(events: pd.DataFrame, items: pd.DataFrame, as_of: float):
-    """models.evaluate.BatchOutputs for a log, shaped like `tandem batch run --as-of` leaves them: per-user
+    """models.replay_store.BatchOutputs for a log, shaped like `tandem batch run --as-of` leaves them: per-user
     batch rows (taste = the user's most frequent category before `as_of`) with a candidate list, per-item rows
     with the co-visited neighbours the candidate step computes, and a batch ranker trained on such rows."""
     from models.candidates import covisitation_matrix, generate_candidates, item_neighbours_frame
-    from models.evaluate import BatchOutputs, encode_dataset
     from models.ranking import Ranker, catalogue_columns
     from models.registry import BATCH_MODEL, LoadedModel
+    from models.replay_store import BatchOutputs, encode_dataset
 
     service, user_view, item_view = repo()
     catalog, log = encode_dataset(events, items)

@@ -4,7 +4,7 @@ The batch run's candidate step (models/batch_steps.py) counts, over all history 
 `as_of`, how often two items appear in the same session, and writes each item's top neighbours
 (models/candidates.py `item_neighbours_frame`) as one row per item and day. Serving reads the
 neighbours of the session's last items as candidates, and the online model's `last_item_covisit_log` and
-`covisit_share` from their scores (models/online.py `last_item_covisit_from_lists`).
+`covisit_share` from their scores (models/online.py `last_items_scores_from_lists`).
 """
 
 from datetime import timedelta

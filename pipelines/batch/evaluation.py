@@ -111,15 +111,11 @@ def read_batch_outputs(workspace: Path, as_of: datetime) -> BatchOutputs:
     return outputs
 
 
-def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationConfig | None = None,
-                     log: Callable[[str], None] = print, progress: Progress | None = None) -> EvaluationResult:
-    """The whole protocol on a dataset directory: T, then — unless the config fixes it — the hybrid's online weight
-    chosen on the validation split (the batch run as of T_val, the 80th percentile of the history, replaying
-    [T_val, T)), then the batch run as of T and the replay after T with that weight."""
-    from pipelines.dataset import read_events, read_items, read_metadata
+def _read_timed(dataset_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """A dataset's events and items, and each event's time in Unix seconds: at least 100 events over a span of
+    time, every timestamp one pandas can hold (the batch run's raw_events checkpoint refuses the others too)."""
+    from pipelines.dataset import read_events, read_items
 
-    config = config or EvaluationConfig()
-    meta = read_metadata(dataset_dir)
     try:
         events, items = read_events(dataset_dir).to_pandas(), read_items(dataset_dir).to_pandas()
         epoch = epoch_seconds(events["ts"])
@@ -127,9 +123,22 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
         raise EvaluationError(f"{dataset_dir}: a timestamp outside 1677–2262 ({exc}); the batch run's raw_events "
                               "checkpoint refuses such events too: drop or fix them first") from None
     if len(events) < 100:
-        raise EvaluationError(f"the dataset has {len(events)} events; the evaluation needs at least 100")
+        raise EvaluationError(f"the dataset has {len(events)} events; a replay needs at least 100")
     if epoch.min() == epoch.max():
         raise EvaluationError("all events share one timestamp: there is no time to split")
+    return events, items, epoch
+
+
+def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationConfig | None = None,
+                     log: Callable[[str], None] = print, progress: Progress | None = None) -> EvaluationResult:
+    """The whole protocol on a dataset directory: T, then — unless the config fixes it — the hybrid's online weight
+    chosen on the validation split (the batch run as of T_val, the 80th percentile of the history, replaying
+    [T_val, T)), then the batch run as of T and the replay after T with that weight."""
+    from pipelines.dataset import read_metadata
+
+    config = config or EvaluationConfig()
+    meta = read_metadata(dataset_dir)
+    events, items, epoch = _read_timed(dataset_dir)
     split = split_time(epoch, config.split_quantile)
     if config.online_weight is None:
         history = epoch < split
@@ -174,13 +183,9 @@ def online_training_examples(settings: Settings, dataset_dir: Path, window_fract
     (`models.replay_store.stream_examples`): each example's batch score is that champion's, on the values it
     put online, so nothing the batch side learned comes from the window itself."""
     from models.replay_store import stream_examples
-    from pipelines.dataset import read_events, read_items
 
-    events, items = read_events(dataset_dir).to_pandas(), read_items(dataset_dir).to_pandas()
-    epoch = epoch_seconds(events["ts"])
+    events, items, epoch = _read_timed(dataset_dir)
     first, last = float(epoch.min()), float(epoch.max())
-    if last <= first:
-        raise EvaluationError("all events share one timestamp: there is no window to replay")
     start = np.floor((last - window_fraction * (last - first)) * 1_000_000) / 1_000_000
     log(f"online examples: batch path as of {iso_time(start)}, replay of the latest {window_fraction:.0%} "
         "of the history")

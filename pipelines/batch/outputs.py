@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from models.jobs import NEIGHBOURS_VIEW
 from models.ranking import Ranker, catalogue_columns
 from models.registry import BATCH_MODEL, RegistryError, champion_version, load_champion
 from models.replay_store import BatchOutputs
@@ -59,7 +60,7 @@ def load_batch_champion(tracking_uri: str, required: bool = True) -> Ranker | No
     return champion
 
 
-def last_published(view: str = "item_neighbours_v1") -> datetime | None:
+def last_published(view: str = NEIGHBOURS_VIEW) -> datetime | None:
     """When the last batch run published `view` (its offline table's newest event timestamp), None if never: the
     as-of time whose materialize interval selects what that run put online. The default view is the candidate
     step's, which writes one row per item at exactly the run's as_of."""

@@ -113,8 +113,8 @@ def test_batch_run_publishes_the_latest_offline_values_online(batch):
 def test_the_candidate_steps_item_neighbours_are_materialized_online(batch):
     """The candidate step writes item_neighbours_v1 (models.jobs.write_offline_tables); materialize publishes it."""
     from models.candidates import covisitation_matrix, item_neighbours_frame
-    from models.evaluate import encode_dataset
     from models.jobs import NEIGHBOURS_VIEW, read_dataset
+    from models.replay_store import encode_dataset
     from pipelines.batch.run import ONLINE_VIEWS, step_materialize
 
     ctx = batch["ctx"]

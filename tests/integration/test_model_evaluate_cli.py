@@ -82,7 +82,7 @@ def test_a_year_1_event_is_named_before_any_batch_run(small_dataset, tmp_path):
     import pyarrow.parquet as pq
 
     from models.evaluate import EvaluationError
-    from pipelines.batch.evaluation import evaluate_dataset
+    from pipelines.batch.evaluation import evaluate_dataset, online_training_examples
     from tandem.schema import EVENT_SCHEMA
     from tandem.settings import Settings
 
@@ -94,5 +94,8 @@ def test_a_year_1_event_is_named_before_any_batch_run(small_dataset, tmp_path):
     pq.write_table(pa.Table.from_pylist([row], schema=EVENT_SCHEMA), part / "year1.parquet")
     with pytest.raises(EvaluationError, match="outside 1677"):
         evaluate_dataset(Settings(home=tmp_path / "home"), data)
+    # `tandem train online` reads the dataset the same way: the same error, before its batch run
+    with pytest.raises(EvaluationError, match="outside 1677"):
+        online_training_examples(Settings(home=tmp_path / "home"), data)
     assert not (tmp_path / "home" / "evaluate").exists()
 

@@ -62,7 +62,7 @@ def test_neighbour_lists_give_the_covisit_of_the_matrix():
     """Co-visitation with the session's last items from the item_neighbours rows equals the rule over the matrix:
     the sum over the last items of their co-visit with the candidate, weighted 1/position."""
     from models.candidates import item_neighbours_frame
-    from models.online import last_item_covisit_from_lists
+    from models.online import last_items_scores_from_lists
 
     events, items = drifting_log(n_users=30, n_items=24, days=4, sessions_per_user=4)
     catalog = Catalog.from_items(items)
@@ -73,7 +73,7 @@ def test_neighbour_lists_give_the_covisit_of_the_matrix():
     last = [3, 7, 1]
     dense = cov.toarray()
     by_matrix = sum(dense[item] / position for position, item in enumerate(last, start=1))
-    by_lists = last_item_covisit_from_lists([str(catalog.item_ids[i]) for i in last],
+    by_lists = last_items_scores_from_lists([str(catalog.item_ids[i]) for i in last],
                                             [str(i) for i in catalog.item_ids], lists)
     assert np.allclose(by_matrix, by_lists) and by_matrix.any()
 
