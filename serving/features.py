@@ -5,7 +5,8 @@
 * Item features change only when the batch path materializes, so the whole catalog is cached
   in-process and reloaded when materialization happens: the Feast registry file changes (Feast
   records each materialization there), or the marker key `MATERIALIZATION_KEY` changes (for
-  registries that are not local files), or every `ITEM_CACHE_TTL_S` as a backstop. Trending
+  registries that are not local files), or every TANDEM_SERVE_ITEM_CACHE_TTL_S (600 s) as a backstop
+  (a reload also takes in items only the stream has written rows for). Trending
   scores (written by the stream) are re-read in the background every TANDEM_SERVE_TRENDING_REFRESH_S
   (2 s); at 0 each request reads them itself instead, so an answer reflects every event applied before it.
 * Redis unreachable: requests answer from the last item snapshot (also kept on disk, so a
@@ -46,7 +47,6 @@ log = logging.getLogger("tandem.serving.features")
 
 # set by the batch path after `feast materialize` (any new value): serving reloads its item cache then
 MATERIALIZATION_KEY = b"tandem:online:materialized_at"
-ITEM_CACHE_TTL_S = 600.0
 REFRESH_TICK_S = 1.0
 REDIS_RETRY_AFTER_S = 0.5
 USER_CACHE_SIZE = 50_000
@@ -412,7 +412,7 @@ class OnlineFeatures:
         while not self._stop.wait(REFRESH_TICK_S):
             try:
                 marker = self._call(lambda: self.redis.get(MATERIALIZATION_KEY))
-                stale = time.monotonic() - self._items_loaded_at > ITEM_CACHE_TTL_S
+                stale = time.monotonic() - self._items_loaded_at > self.settings.item_cache_ttl_s
                 # `feast materialize` and `feast apply` rewrite the registry: a file registry's mtime says so
                 registry_moved = self._registry_stamp() != self._registry_mtime
                 if marker != self._marker or registry_moved or stale or self.items.source != "redis":

@@ -124,6 +124,8 @@ class Settings:
         default_factory=lambda: _env_bool("TANDEM_SERVE_ALLOW_REQUEST_TIME", False))
     # how often serving re-reads the stream's trending rows; 0: on every /recommend (exact, one more Redis read)
     trending_refresh_s: float = field(default_factory=lambda: _env_float("TANDEM_SERVE_TRENDING_REFRESH_S", 2.0))
+    # the longest serving keeps its item snapshot without a materialization (a backstop: materialize reloads it)
+    item_cache_ttl_s: float = field(default_factory=lambda: _env_float("TANDEM_SERVE_ITEM_CACHE_TTL_S", 600.0))
     feature_repo: Path = field(default_factory=lambda: Path(_env("TANDEM_FEATURE_REPO",
                                                                  str(PROJECT_ROOT / "feature_repo"))))
     # who writes the batch views online: tandem's column-wise writer, or Feast's FeatureStore.materialize
@@ -133,6 +135,9 @@ class Settings:
         if not 0.0 <= self.trending_refresh_s <= 3600.0:  # NaN fails both comparisons
             raise SettingsError(f"TANDEM_SERVE_TRENDING_REFRESH_S={self.trending_refresh_s!r}: expected seconds in "
                                 "[0, 3600] (0: re-read trending on every request)")
+        if not 1.0 <= self.item_cache_ttl_s <= 7 * 86_400.0:
+            raise SettingsError(f"TANDEM_SERVE_ITEM_CACHE_TTL_S={self.item_cache_ttl_s!r}: expected seconds in "
+                                "[1, 604800] (a week)")
 
     @property
     def dlq_topic(self) -> str:

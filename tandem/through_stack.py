@@ -17,7 +17,8 @@ frozen — the one the validation replay learned, registered in the workspace ML
 `online-ranker@champion`, and the in-process replay of these queries scores with that version loaded
 back (no prequential training); the stream runs without an example sink, so nothing retrains or
 publishes; serving reads trending on every request (TANDEM_SERVE_TRENDING_REFRESH_S=0) instead of
-every 2 s; one A/B variant, the hybrid at the evaluation's online weight. Nothing here touches the
+every 2 s and keeps the item snapshot it started with (TANDEM_SERVE_ITEM_CACHE_TTL_S a day, not 600 s); one
+A/B variant, the hybrid at the evaluation's online weight. Nothing here touches the
 user's online store, topic, registry or champions: the settings of the stack are the workspace's.
 """
 
@@ -43,6 +44,10 @@ EVALUATE_DB = 15  # the Redis DB a through-stack run materializes into (14 when 
 DEFAULT_MAX_QUERIES = 2000
 APPLY_TIMEOUT_S = 60.0  # longest wait for the processor to apply one event
 READY_TIMEOUT_S = 300.0
+# serving keeps the item snapshot it loaded at start for the whole run: a backstop reload would take in items only
+# the stream has written (trending) rows for, which the replay's catalogue — the batch outputs — does not hold
+ITEM_SNAPSHOT_S = 86_400.0
+VALIDATION_MODEL = "learned by the validation replay on [T_val, T)"
 
 
 class ThroughStackError(RuntimeError):
@@ -87,14 +92,15 @@ def stack_for(settings: Settings, workspace: Path, dataset_dir: Path, online_wei
                      mlflow_uri=tracking_uri(workspace), serve_host="127.0.0.1", serve_port=free_port(),
                      topic=f"{settings.topic}-evaluate-{stamp}", stream_metrics_port=free_port(),
                      api_key=settings.api_key, ab_variants_json=variants, serve_workers=1,
-                     serve_allow_request_time=True, trending_refresh_s=0.0)
+                     serve_allow_request_time=True, trending_refresh_s=0.0, item_cache_ttl_s=ITEM_SNAPSHOT_S)
     # the workspace's paths last: this process's environment already holds the user's (export_feast_environment)
     env = {**os.environ, **stack.feast_environment(), **workspace_env(workspace),
            "TANDEM_FEAST_REDIS": stack.feast_redis, "TANDEM_REDIS_URL": stack.redis_url, "TANDEM_TOPIC": stack.topic,
            "TANDEM_SERVE_HOST": stack.serve_host,
            "TANDEM_SERVE_PORT": str(stack.serve_port), "TANDEM_STREAM_METRICS_PORT": str(stack.stream_metrics_port),
            "TANDEM_AB_VARIANTS": variants, "TANDEM_SERVE_WORKERS": "1", "TANDEM_SERVE_ALLOW_REQUEST_TIME": "1",
-           "TANDEM_SERVE_TRENDING_REFRESH_S": "0", "TANDEM_DATA": str(Path(dataset_dir).resolve()),
+           "TANDEM_SERVE_TRENDING_REFRESH_S": "0", "TANDEM_SERVE_ITEM_CACHE_TTL_S": str(ITEM_SNAPSHOT_S),
+           "TANDEM_DATA": str(Path(dataset_dir).resolve()),
            "TANDEM_DECISION_LOG": str(workspace / "serving" / "decisions.jsonl")}
     return Stack(stack, env, f"tandem-evaluate-{stamp}")
 
@@ -121,7 +127,7 @@ def _register_frozen(model: Any, workspace: Path, tracking: str, learned_on: str
     mlflow.set_tracking_uri(tracking)
     if mlflow.get_experiment_by_name(ONLINE_EXPERIMENT) is None:  # artifacts beside the workspace's others
         mlflow.create_experiment(ONLINE_EXPERIMENT, artifact_location=(workspace / "mlruns").as_uri())
-    sanity = SanityResult(True, math.nan, None, 0, f"frozen for tandem evaluate --through-stack ({learned_on})")
+    sanity = SanityResult(True, math.nan, None, 0, f"frozen for tandem evaluate --through-stack: {learned_on}")
     register_online_ranker(model, sanity, data_window={"start": "validation", "end": "T"}, tracking_uri=tracking,
                            examples_seen=0, params={"frozen_for": "through-stack"})
     return Ranker(load_champion(ONLINE_MODEL, tracking))
@@ -190,11 +196,13 @@ class Applied:
 
 
 def run_through_stack(settings: Settings, dataset_dir: Path, result: Any, max_queries: int = DEFAULT_MAX_QUERIES,
-                      log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None
-                      ) -> dict[str, Any]:
+                      log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None,
+                      online_model: Any = None, learned_on: str = VALIDATION_MODEL) -> dict[str, Any]:
     """Ask the real stack the first `max_queries` queries after T of an evaluation `result` (from
     `evaluate_dataset(..., validation_always=True)`) and compare with the in-process replay of the same
-    queries under the same frozen online model; return what goes into `details["through_stack"]`."""
+    queries under the same frozen online model; return what goes into `details["through_stack"]`.
+
+    The frozen model is the validation replay's unless `online_model` is given (`learned_on` says where from)."""
     from models.agreement import Compared, agreement
     from models.evaluate import EvaluationConfig, replay
     from pipelines.batch.evaluation import _read_timed
@@ -203,13 +211,18 @@ def run_through_stack(settings: Settings, dataset_dir: Path, result: Any, max_qu
 
     if max_queries < 1:
         raise ThroughStackError(f"--max-queries: expected a positive integer, got {max_queries!r}")
-    validation = result.validation
-    if result.outputs is None or validation is None:
-        raise ThroughStackError("the evaluation kept no batch outputs or validation replay to continue from")
-    if validation.online_model is None:
-        raise ThroughStackError(f"the validation replay learned no online model (fewer than "
-                                f"{validation.details['online_updates']['every']} examples in [T_val, T)): there is "
-                                "no online model to freeze for the comparison")
+    if result.outputs is None:
+        raise ThroughStackError("the evaluation kept no batch outputs to continue from")
+    if online_model is None:
+        validation = result.validation
+        if validation is None:
+            raise ThroughStackError("no online model to freeze: the evaluation ran no validation replay (run it "
+                                    "with validation_always=True) and none was given")
+        if validation.online_model is None:
+            raise ThroughStackError(f"the validation replay learned no online model (fewer than "
+                                    f"{validation.details['online_updates']['every']} examples in [T_val, T)): "
+                                    "there is no online model to freeze for the comparison")
+        online_model = validation.online_model
     started = time.perf_counter()
     workspace = Path(result.outputs.run["workspace"])
     weight = float(result.details["online_weight"])
@@ -232,8 +245,7 @@ def run_through_stack(settings: Settings, dataset_dir: Path, result: Any, max_qu
     as_of = datetime.fromtimestamp(result.outputs.as_of, tz=UTC)
     _run("materializing the evaluation's batch outputs", [sys.executable, "-m", "tandem", "batch", "materialize",
                                                           "--as-of", as_of.isoformat()], stack.env, 600)
-    frozen = _register_frozen(validation.online_model, workspace, s.mlflow_uri,
-                              "the online model the validation replay learned on [T_val, T)")
+    frozen = _register_frozen(online_model, workspace, s.mlflow_uri, learned_on)
     log(f"  frozen online model: {frozen.name} v{frozen.version} (champion in {s.mlflow_uri})")
 
     events, items, epoch = _read_timed(dataset_dir)
@@ -253,7 +265,7 @@ def run_through_stack(settings: Settings, dataset_dir: Path, result: Any, max_qu
     total_s = time.perf_counter() - started
     return {
         "queries": len(queries), "asked": len(compared), **counts, **outcome.as_dict(),
-        "online_model": f"{frozen.name} v{frozen.version}, frozen: learned by the validation replay on [T_val, T)",
+        "online_model": f"{frozen.name} v{frozen.version}, frozen: {learned_on}",
         "online_weight": weight,
         "in_process_table": in_process.as_json()["rows"],
         "isolation": {"redis": s.redis_url, "topic": s.topic, "dlq": s.dlq_topic, "consumer_group": stack.group,

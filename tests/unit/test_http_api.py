@@ -157,3 +157,16 @@ def test_the_trending_refresh_setting_takes_seconds_and_zero_for_every_request(m
         monkeypatch.setenv("TANDEM_SERVE_TRENDING_REFRESH_S", bad)
         with pytest.raises(SettingsError, match="expected seconds in"):
             Settings()
+
+
+def test_the_item_cache_ttl_setting_takes_seconds_up_to_a_week(monkeypatch):
+    from tandem.settings import Settings, SettingsError
+
+    monkeypatch.delenv("TANDEM_SERVE_ITEM_CACHE_TTL_S", raising=False)
+    assert Settings().item_cache_ttl_s == 600.0
+    monkeypatch.setenv("TANDEM_SERVE_ITEM_CACHE_TTL_S", "86400")
+    assert Settings().item_cache_ttl_s == 86_400.0
+    for bad in ("0", "nan", "1e9"):
+        monkeypatch.setenv("TANDEM_SERVE_ITEM_CACHE_TTL_S", bad)
+        with pytest.raises(SettingsError, match="TANDEM_SERVE_ITEM_CACHE_TTL_S=.*expected seconds in"):
+            Settings()
