@@ -52,6 +52,9 @@ def test_the_stack_serves_the_lists_the_in_process_replay_computes(settings, fir
         assert own_db.get(marker) == b"untouched"  # the user's own store is not the one flushed
     finally:
         own_db.delete(marker)
+    print(f"\nthrough the stack: {stack['identical']} of {stack['asked']} lists identical ({stack['share']:.2%}); "
+          f"NDCG@10 {stack['through_stack_ndcg@10']:.4f} vs {stack['in_process_ndcg@10']:.4f} in-process; "
+          f"{stack['seconds']}")
     assert stack["queries"] == QUERIES and stack["skipped_seen_item"] == 0
     assert stack["asked"] + stack["skipped_exclude_limit"] == QUERIES and stack["asked"] >= 150
     assert stack["share"] >= 0.99, stack["first_disagreements"]
