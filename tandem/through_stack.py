@@ -188,8 +188,8 @@ class Applied:
             alive()
             time.sleep(pause)
             pause = min(pause * 2, 0.02)
-        state = self.redis.get(self.keys.user(user_id))
-        if state is None or event_id.encode() not in state:
+        state = self.redis.get(self.keys.user(user_id))  # JSON entries [ts, "event_id", ...]: the id is quoted
+        if state is None or json.dumps(event_id).encode() not in state:
             raise ThroughStackError(f"the stream processor moved past {event_id} (partition {partition}, offset "
                                     f"{offset}) without applying it to {user_id}'s state: sent to the DLQ or "
                                     "re-keyed? See its log")
