@@ -25,6 +25,12 @@ Systems compared in one run:
 "In-process" means the same functions serving and the stream processor run, without Kafka, Redis
 or HTTP in between. The online model starts untrained at T and learns from the replay as the
 stream sink would (prequential: each query is answered before its interaction is learned from).
+
+`tandem evaluate --through-stack` checks that claim (tandem/through_stack.py): it asks the real stack
+the first queries after T and compares its lists with this replay's. For that the replay takes a frozen
+online model (`online_model`: every query scored with it, nothing learned — the stack's champion does
+not move either), stops after `max_queries`, and hands each query to `on_query` (`ReplayedQuery`: what
+was asked, what the hybrid answered, the event to reveal next).
 """
 
 from __future__ import annotations
@@ -56,6 +62,23 @@ MODE = "in-process replay (the batch run's rows and champion, the stream's fold 
 Progress = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class ReplayedQuery:
+    """One query of the replay: the event it is about, the items excluded and the hybrid's answer.
+
+    `hybrid` is empty when the item was seen before (no system is asked: a miss for all). `event_id` is the one
+    the replay folds the event under; a stack that folds it under the same id keeps the same tie order."""
+
+    position: int  # the event's index in the time-ordered log
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: str
+    ts: float
+    seen: frozenset[str]
+    hybrid: tuple[str, ...]
+
+
 class EvaluationError(ReplayError):
     """A dataset or configuration the evaluation cannot run on; the message says what is wrong."""
 
@@ -85,6 +108,10 @@ class EvaluationResult:
     k: int
     mode: str = MODE
     details: dict[str, Any] = field(default_factory=dict)
+    # not in the report: what a through-stack run continues from
+    online_model: Any = field(default=None, repr=False)  # the online model as the replay left it (None: untrained)
+    outputs: BatchOutputs | None = field(default=None, repr=False)  # the batch run's outputs it replayed against
+    validation: EvaluationResult | None = field(default=None, repr=False)  # the validation replay, if one ran
 
     def as_json(self) -> dict[str, Any]:
         """The DESIGN.md §5 format: {"rows": [{"name", "hitrate@k", "ndcg@k", "recall@k"}]} plus details."""
@@ -109,6 +136,15 @@ class EvaluationResult:
             lines += ["", "Each stream signal alone (with the trend): " + ", ".join(
                 f"{name} NDCG@{k} {v['ndcg']:.4f} (HitRate@{k} {v['hitrate']:.4f})" for name, v in signals.items())
                 + "."]
+        stack = self.details.get("through_stack")
+        if stack:
+            lines += ["", f"Through the stack (Kafka → stream processor → Redis → POST /recommend), the first "
+                      f"{stack['queries']:,} queries after T with the frozen {stack['online_model']}: "
+                      f"{stack['identical']:,} of {stack['asked']:,} top-{k} lists identical to the in-process "
+                      f"replay's ({stack['share']:.2%}); NDCG@{k} {stack[f'through_stack_ndcg@{k}']:.4f} through the "
+                      f"stack, {stack[f'in_process_ndcg@{k}']:.4f} in-process (HitRate@{k} "
+                      f"{stack[f'through_stack_hitrate@{k}']:.4f} and {stack[f'in_process_hitrate@{k}']:.4f}); "
+                      f"{stack['seconds']['total']:.0f} s."]
         groups = self.details.get("by_user")
         if groups:
             names = list(groups)
@@ -204,15 +240,21 @@ def split_time(ts: np.ndarray, quantile: float) -> float:
 
 def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outputs: BatchOutputs,
            config: EvaluationConfig | None = None, progress: Progress | None = None,
-           online_weights: tuple[float, ...] = ()) -> EvaluationResult:
+           online_weights: tuple[float, ...] = (), online_model: Ranker | None = None,
+           max_queries: int | None = None, on_query: Callable[[ReplayedQuery], None] | None = None
+           ) -> EvaluationResult:
     """Replay the events at or after `outputs.as_of` (T) against the batch run's outputs; return the table.
 
     `online_weights`: the hybrid is also ranked with each of these blend weights, on the same candidates and
     model scores (`details["online_weight_sweep"]`: NDCG@k per weight) — how the validation replay chooses.
+    `online_model`: a frozen online model scoring every query (none is trained); `max_queries`: replay only the
+    first that many events after T; `on_query`: called with each query once it is answered.
     """
     config = config or EvaluationConfig()
     if config.online_weight is None:
         raise EvaluationError("the replay needs an online weight: choose one on the validation split first")
+    if max_queries is not None and max_queries < 1:
+        raise EvaluationError(f"max_queries: expected a positive integer, got {max_queries!r}")
     started = time.perf_counter()
     catalog, log = encode_dataset(events, items)
     split = outputs.as_of
@@ -234,11 +276,13 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
     metrics = {name: QueryMetrics(name) for name in SYSTEMS}
     sweep = {w: QueryMetrics(f"hybrid@{w}") for w in online_weights}
     signals = {name: QueryMetrics(name) for name in STREAM_SIGNALS}
-    n_replay = len(log) - replay_start
+    replay_end = len(log) if max_queries is None else min(len(log), replay_start + max_queries)
+    n_replay = replay_end - replay_start
     answerable = 0
-    for done, j in enumerate(range(replay_start, len(log)), start=1):
+    for done, j in enumerate(range(replay_start, replay_end), start=1):
         user, item, now = user_ids[log.user[j]], item_ids[log.item[j]], float(log.ts[j])
         user_seen = seen.setdefault(user, set())
+        hybrid_top: tuple[str, ...] = ()
         if item in user_seen:
             # an item seen before is excluded from every list: a miss for all systems, no need to ask
             for m in (*metrics.values(), *sweep.values()):
@@ -247,7 +291,9 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
                 m.ranks.append(0)
         else:
             answerable += 1
-            answers, hybrid = systems.answer(user, now, user_seen, _online_ranker(trainer))
+            online = online_model if online_model is not None else _online_ranker(trainer)
+            answers, hybrid = systems.answer(user, now, user_seen, online)
+            hybrid_top = tuple(answers["hybrid"])
             for name, top in answers.items():
                 metrics[name].add(item, top)
             for name, m in signals.items():
@@ -255,10 +301,14 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
             for w, m in sweep.items():
                 m.add(item, [r.item_id for r in blend_top_k(hybrid.candidate_ids, hybrid.batch_logit,
                                                             hybrid.online_logit, w, config.k)])
-            frame = labelled_examples(item, hybrid.candidate_ids, store.values(user), store.live_items(),
-                                      outputs.batch, now, config.negatives, rng)
+            frame = None if online_model is not None else labelled_examples(
+                item, hybrid.candidate_ids, store.values(user), store.live_items(), outputs.batch, now,
+                config.negatives, rng)
             if frame is not None:
                 trainer.add(frame)
+        if on_query is not None:
+            on_query(ReplayedQuery(j, f"replay-{j}", user, item, str(log.event_type[j]), now, frozenset(user_seen),
+                                   hybrid_top))
         store.observe(f"replay-{j}", user, item, str(log.event_type[j]), now)
         user_seen.add(item)
         if progress and done % 500 == 0:
@@ -280,17 +330,19 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
         "queries": n_replay, "queries_with_unseen_item": answerable,
         "users": int(log.n_users), "items": int(catalog.n_items),
         "online_updates": {"during_replay": trainer.updates, "examples": trainer.examples_seen,
-                           "every": config.online_update_every},
-        "online_coefficients": coefficients(trainer.model),
+                           "every": config.online_update_every,
+                           **({"frozen": f"{online_model.name} v{online_model.version}"} if online_model else {})},
+        "online_coefficients": coefficients(online_model.loaded.model if online_model else trainer.model),
         "online_weight": config.online_weight,
         "stream_signals": {name: {key: m.summary(config.k)[f"{key}@{config.k}"] for key in ("ndcg", "hitrate")}
                            for name, m in signals.items()},
         "online_weight_sweep": {str(w): m.summary(config.k)[f"ndcg@{config.k}"] for w, m in sweep.items()},
         "seconds": round(time.perf_counter() - started, 1),
-        "per_day": replay_by_day(log.ts[replay_start:], ranks, config.k),
-        "by_user": by_user_group(known[log.user[replay_start:]], ranks, config.k),
+        "per_day": replay_by_day(log.ts[replay_start:replay_end], ranks, config.k),
+        "by_user": by_user_group(known[log.user[replay_start:replay_end]], ranks, config.k),
     }
-    return EvaluationResult(rows, config.k, MODE, details)
+    return EvaluationResult(rows, config.k, MODE, details,
+                            online_model=trainer.model if trainer.updates else None, outputs=outputs)
 
 
 def by_user_group(returning: np.ndarray, ranks: dict[str, list[int]], k: int) -> dict[str, dict[str, Any]]:

@@ -5,8 +5,10 @@
 * Item features change only when the batch path materializes, so the whole catalog is cached
   in-process and reloaded when materialization happens: the Feast registry file changes (Feast
   records each materialization there), or the marker key `MATERIALIZATION_KEY` changes (for
-  registries that are not local files), or every `ITEM_CACHE_TTL_S` as a backstop. Trending
-  scores (written by the stream) are re-read in the background every `TRENDING_REFRESH_S`.
+  registries that are not local files), or every TANDEM_SERVE_ITEM_CACHE_TTL_S (600 s) as a backstop
+  (a reload also takes in items only the stream has written rows for). Trending
+  scores (written by the stream) are re-read in the background every TANDEM_SERVE_TRENDING_REFRESH_S
+  (2 s); at 0 each request reads them itself instead, so an answer reflects every event applied before it.
 * Redis unreachable: requests answer from the last item snapshot (also kept on disk, so a
   restart during an outage still serves) and a bounded cache of recently served users; a
   short circuit breaker keeps the outage from adding a timeout to every request.
@@ -45,8 +47,6 @@ log = logging.getLogger("tandem.serving.features")
 
 # set by the batch path after `feast materialize` (any new value): serving reloads its item cache then
 MATERIALIZATION_KEY = b"tandem:online:materialized_at"
-ITEM_CACHE_TTL_S = 600.0
-TRENDING_REFRESH_S = 2.0
 REFRESH_TICK_S = 1.0
 REDIS_RETRY_AFTER_S = 0.5
 USER_CACHE_SIZE = 50_000
@@ -372,13 +372,13 @@ class OnlineFeatures:
         log.info("item snapshot %s: %d items, %d numeric features", snapshot.version, len(item_ids), len(cols.columns))
         return snapshot
 
-    def refresh_trending(self) -> None:
-        """Re-read the stream's trending features for the catalog and keep the top items."""
+    def refresh_trending(self) -> TrendingSnapshot:
+        """Re-read the stream's trending features for the catalog, keep the top items; return what was read."""
         snapshot = self.items
         self._trending_at = time.monotonic()
         if not self.trending_fields or not snapshot.item_ids:
             self.trending = TrendingSnapshot(for_version=snapshot.version)
-            return
+            return self.trending
         view = ViewSchema(self.contract.trending_view, self.contract.item_key, self.trending_fields)
         fields, names = self._hash_fields([view])
         keys = [self._key(self.contract.item_key, item) for item in snapshot.item_ids]
@@ -391,10 +391,19 @@ class OnlineFeatures:
         score = columns.get(f"{self.contract.trending_view}__{self.contract.trend_score}")
         top = trending_top(snapshot.item_ids, score)
         self.trending = TrendingSnapshot(columns=columns, top=top, for_version=snapshot.version)
+        return self.trending
 
-    def item_columns(self) -> tuple[ItemSnapshot, dict[str, np.ndarray], list[str]]:
-        """The current item snapshot, its numeric columns (batch + trending) and the trending top list."""
+    def item_columns(self, fresh_trending: bool = False) -> tuple[ItemSnapshot, dict[str, np.ndarray], list[str]]:
+        """The current item snapshot, its numeric columns (batch + trending) and the trending top list.
+
+        `fresh_trending`: read trending from Redis now (what this call returns, whatever the refresher does
+        meanwhile); if Redis does not answer, the last values read."""
         snapshot, trending = self.items, self.trending
+        if fresh_trending:
+            try:
+                trending = self.refresh_trending()
+            except OnlineStoreUnavailable:
+                pass
         if trending.for_version != snapshot.version:
             return snapshot, snapshot.columns, []
         return snapshot, {**snapshot.columns, **trending.columns}, trending.top
@@ -403,14 +412,14 @@ class OnlineFeatures:
         while not self._stop.wait(REFRESH_TICK_S):
             try:
                 marker = self._call(lambda: self.redis.get(MATERIALIZATION_KEY))
-                stale = time.monotonic() - self._items_loaded_at > ITEM_CACHE_TTL_S
+                stale = time.monotonic() - self._items_loaded_at > self.settings.item_cache_ttl_s
                 # `feast materialize` and `feast apply` rewrite the registry: a file registry's mtime says so
                 registry_moved = self._registry_stamp() != self._registry_mtime
                 if marker != self._marker or registry_moved or stale or self.items.source != "redis":
                     self.load_schema()  # a materialization may come with newly applied views
                     self.reload_items()
-                elif time.monotonic() - self._trending_at >= TRENDING_REFRESH_S:
-                    self.refresh_trending()
+                elif 0 < self.settings.trending_refresh_s <= time.monotonic() - self._trending_at:
+                    self.refresh_trending()  # at 0 every request reads trending itself
             except OnlineStoreUnavailable:
                 pass
             except Exception:  # the refresher must outlive any one bad read

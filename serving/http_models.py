@@ -7,6 +7,7 @@ here only documents the fields in the OpenAPI spec.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from _bentoml_sdk.io_models import IOMixin
@@ -17,6 +18,8 @@ from tandem.schema import EVENT_TYPES, MAX_EVENT_BYTES, MAX_ID_LENGTH, MAX_VALUE
 MAX_K = 100
 DEFAULT_K = 10
 MAX_EXCLUDE = 500
+# context.request_time: Unix seconds from 1970-01-01 up to 2100-01-01 (anything else is not a request's time)
+MIN_REQUEST_TIME, MAX_REQUEST_TIME = 0.0, 4_102_444_800.0
 # a /recommend body is small; anything bigger is refused before parsing (413)
 MAX_BODY_BYTES = max(64 * 1024, MAX_EVENT_BYTES)
 
@@ -29,6 +32,24 @@ class RecommendContext(BaseModel):
     session_id: str | None = Field(None, description="The client's session id (logged with the decision).")
     exclude_item_ids: Annotated[list[str], Field(max_length=MAX_EXCLUDE)] = Field(
         default_factory=list, description=f"Items not to recommend (e.g. already shown), at most {MAX_EXCLUDE}.")
+    request_time: float | None = Field(
+        None, description="Rank as of this time (Unix seconds, a finite number from 1970 to 2100) instead of the "
+                          "server's clock; only accepted when the server sets TANDEM_SERVE_ALLOW_REQUEST_TIME=1 "
+                          "(replays such as `tandem evaluate --through-stack`).",
+        json_schema_extra={"type": "number", "minimum": MIN_REQUEST_TIME, "maximum": MAX_REQUEST_TIME})
+
+    @field_validator("request_time", mode="before")
+    @classmethod
+    def _request_time(cls, v: Any) -> float | None:
+        """A number of seconds, strictly: no strings, no booleans, nothing infinite or outside 1970–2100."""
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"expected Unix seconds as a number, got {type(v).__name__} {v!r:.40}")
+        if not math.isfinite(v) or not MIN_REQUEST_TIME <= v <= MAX_REQUEST_TIME:
+            raise ValueError(f"expected Unix seconds from {MIN_REQUEST_TIME:.0f} (1970) to {MAX_REQUEST_TIME:.0f} "
+                             f"(2100), got {v!r}")
+        return float(v)
 
     @field_validator("session_id")
     @classmethod

@@ -1,4 +1,4 @@
-"""The pure logic of /recommend around the ranking: A/B assignment and feature age.
+"""The pure logic of /recommend around the ranking: A/B assignment, the request's time and feature age.
 
 The ranking itself (candidates, both models, blend, top-k) is models/ranking.py's `rank`, the
 function `tandem evaluate` replays too. Everything here is unit-tested without services.
@@ -7,7 +7,8 @@ function `tandem evaluate` replays too. Everything here is unit-tested without s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from tandem.settings import Variant
 
@@ -24,6 +25,24 @@ def assign_variant(user_id: str, variants: Sequence[Variant], salt: str = AB_SAL
         if point < cumulative:
             return variant
     return variants[-1]
+
+
+class RequestTimeRefused(ValueError):
+    """A /recommend that sent context.request_time to a server that does not accept it (a 400)."""
+
+
+def request_now(request_time: float | None, allowed: bool, clock: Callable[[], float] = time.time) -> float:
+    """The time a request is ranked at: the server's clock, or `context.request_time` when the server allows it.
+
+    Off by default: ranking depends on "now" (session recency, trend decay), so a client that may pick it could
+    make a stale session look fresh; replays that must rank as of an event's time switch it on.
+    """
+    if request_time is None:
+        return clock()
+    if not allowed:
+        raise RequestTimeRefused("context.request_time: this server does not accept a request time (it ranks "
+                                 "as of its own clock); start it with TANDEM_SERVE_ALLOW_REQUEST_TIME=1 to allow it")
+    return request_time
 
 
 def feature_age_s(now_epoch: float, *updated_epochs: float | None) -> float:

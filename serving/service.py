@@ -11,7 +11,6 @@ import hmac
 import json
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from serving.http_models import (
     RecommendResponse,
 )
 from serving.models import ChampionHolder
-from serving.recommend import assign_variant, feature_age_s
+from serving.recommend import RequestTimeRefused, assign_variant, feature_age_s, request_now
 from serving.server import server_options
 from tandem.schema import (
     MAX_EVENT_BYTES,
@@ -258,7 +257,13 @@ class Recommender:
         scored by the batch and online champions and blended by the user's A/B variant."""
         context = context or RecommendContext()
         try:
-            return self._recommend(user_id, k, context)
+            now = request_now(context.request_time, self.settings.serve_allow_request_time)
+        except RequestTimeRefused as exc:
+            log.info("client error on /recommend [POST]: %s", exc)
+            return JSONResponse({"error": str(exc), "field": "context.request_time"},  # type: ignore[return-value]
+                                status_code=400)
+        try:
+            return self._recommend(user_id, k, context, now)
         except Exception as exc:  # a recommender always answers: popular items, flagged, and the error logged
             log.exception("recommend(%r) failed; answering with popular items", user_id)
             return self._popular_answer(user_id, k, context, f"error:{type(exc).__name__}")
@@ -277,10 +282,11 @@ class Recommender:
                                          online=champions.online.version if champions.online else None),
             degraded=True, degraded_reasons=[reason], feature_age_s=0.0)
 
-    def _recommend(self, user_id: str, k: int, context: RecommendContext) -> RecommendResponse:
-        now = time.time()
+    def _recommend(self, user_id: str, k: int, context: RecommendContext, now: float) -> RecommendResponse:
         champions = self.models.current  # read once: a swap mid-request cannot mix versions
-        snapshot, item_columns, trending = self.features.item_columns()
+        # TANDEM_SERVE_TRENDING_REFRESH_S=0: this request reads trending itself, so it sees every applied event
+        snapshot, item_columns, trending = self.features.item_columns(
+            fresh_trending=self.settings.trending_refresh_s == 0)
         variant = assign_variant(user_id, self.variants)
         reasons: list[str] = []
         try:

@@ -248,6 +248,14 @@ def evaluate(
     online_weight: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="The hybrid's blend weight. "
                                                         "Default: chosen on the validation split (a second batch "
                                                         "run as of T_val, the history's 80th percentile).")] = None,
+    through_stack: Annotated[bool, typer.Option("--through-stack", help="Also ask the real stack the first "
+                                                "--max-queries queries after T — Kafka → `tandem stream run` → "
+                                                "Redis → POST /recommend on `tandem serve`, in a Redis DB, topic, "
+                                                "ports and MLflow of the evaluation's own — and report how often "
+                                                "its top-k equals the in-process replay's (both with one frozen "
+                                                "online model). Needs Redis and Kafka (started if local).")] = False,
+    max_queries: Annotated[int, typer.Option(min=1, help="With --through-stack: how many queries after T to ask "
+                                                         "through the stack.")] = 2000,
 ) -> None:
     """`tandem batch run` as of T (80th percentile of time) in a workspace of its own, then replay every event
     after T through serving's ranking and the stream's fold functions; HitRate/NDCG/Recall@k for popularity,
@@ -264,9 +272,18 @@ def evaluate(
     try:
         with progress_bar(f"evaluating on {data}: batch path before T, replay after") as update:
             result = evaluate_dataset(settings, data, config, log=lambda msg: console.print(f"  {msg}"),
-                                      progress=update)
+                                      progress=update, validation_always=through_stack)
     except (DatasetError, EvaluationError, TrainingError, FeatureSkewError) as exc:
         fail(str(exc))
+    if through_stack:
+        from tandem.through_stack import ThroughStackError, run_through_stack
+
+        try:
+            with progress_bar(f"asking the stack the first {max_queries:,} queries after T") as update:
+                result.details["through_stack"] = run_through_stack(
+                    settings, data, result, max_queries, log=lambda msg: console.print(f"  {msg}"), progress=update)
+        except (ThroughStackError, EvaluationError, FeatureSkewError) as exc:
+            fail(f"--through-stack: {exc}")
     table = Table(title=f"tandem evaluate — {result.details['queries']:,} replayed queries after "
                         f"{result.details['split_ts']}")
     for col in ("system", f"HitRate@{k}", f"NDCG@{k}", f"Recall@{k}"):
@@ -290,6 +307,18 @@ def evaluate(
     console.print(f"hybrid online weight {choices['online_weight']:g}: {choices['chosen_on']}"
                   + (f" (T_val {choices['T_val']}, {choices['validation_queries']:,} queries)"
                      if "T_val" in choices else ""))
+    stack = result.details.get("through_stack")
+    if stack:
+        console.print(f"through the stack: {stack['identical']:,} of {stack['asked']:,} top-{k} lists identical to "
+                      f"the in-process replay's ({stack['share']:.2%}); NDCG@{k} "
+                      f"{stack[f'through_stack_ndcg@{k}']:.4f} through the stack vs "
+                      f"{stack[f'in_process_ndcg@{k}']:.4f} in-process, HitRate@{k} "
+                      f"{stack[f'through_stack_hitrate@{k}']:.4f} vs {stack[f'in_process_hitrate@{k}']:.4f}; "
+                      f"{stack['skipped_exclude_limit']:,} not asked (more seen items than one request excludes), "
+                      f"{stack['skipped_seen_item']:,} about an item seen before; {stack['seconds']['total']:.0f}s")
+        for d in stack["first_disagreements"]:
+            console.print(f"  query {d['query']} ({d['user_id']}): in-process {d['in_process']} / through the "
+                          f"stack {d['through_stack']}")
     md_path, js_path = write_report(result, settings.home / "reports", json_path)
     console.print(f"report: {md_path} and {js_path}" + (f"; JSON also at {json_path}" if json_path else ""))
 
@@ -489,6 +518,37 @@ def batch_run(
         console.print(f"retrain request handled: {consume_retrain_request(reports)}")
     console.print(f"[green]batch run done[/] in {total:.1f}s as of {ctx.as_of.isoformat()}; "
                   f"data docs: {ctx.extras['validator'].docs if 'validator' in ctx.extras else '-'}")
+
+
+@batch_app.command("materialize")
+def batch_materialize(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Publish each entity's latest row up to this ISO time "
+                                              "(UTC if no zone); default: the last batch run's as-of.")] = None,
+) -> None:
+    """Publish the offline store's latest rows to the online store: the materialize step of `tandem batch run`
+    alone (the same views and interval), e.g. into another Redis (TANDEM_REDIS_URL) than the run wrote to."""
+    from redis.exceptions import RedisError
+
+    from pipelines.batch import feast_repo
+    from pipelines.batch.outputs import last_published
+    from pipelines.batch.run import ONLINE_VIEWS, materialize_interval, parse_as_of
+    from pipelines.batch.sources import BatchError
+    from pipelines.stream.online_format import OnlineFormatError
+
+    settings = _settings()
+    try:
+        when = parse_as_of(as_of) if as_of else last_published()
+    except BatchError as exc:
+        fail(str(exc))
+    if when is None:
+        fail(f"nothing published under {settings.offline_dir} yet: run `tandem batch run` first")
+    start, end = materialize_interval(when)
+    try:
+        summary = feast_repo.materialize(settings, start, end, list(ONLINE_VIEWS))
+    except (OnlineFormatError, KeyError, ValueError, RedisError) as exc:
+        fail(f"materialize into {settings.redis_url} failed: {exc}")
+    console.print(f"[green]materialized[/] {', '.join(ONLINE_VIEWS)} from {start.isoformat()} to {end.isoformat()} "
+                  f"into {settings.redis_url}" + (f": {summary}" if summary.strip() else ""))
 
 
 @stream_app.command("run")

@@ -65,9 +65,9 @@ def run_step(name: str, cmd: list[str], timeout: float, env: dict[str, str] | No
 class Background:
     """A long-running CLI process (stream processor, server) with its log under .tandem/run/."""
 
-    def __init__(self, name: str, cmd: list[str], settings: Settings, env: dict[str, str]):
+    def __init__(self, name: str, cmd: list[str], settings: Settings, env: dict[str, str], prefix: str = "demo"):
         self.name = name
-        self.log_path = settings.run_dir / f"demo-{name}.log"
+        self.log_path = settings.run_dir / f"{prefix}-{name}.log"
         settings.run_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=self._log, stderr=subprocess.STDOUT,

@@ -41,6 +41,17 @@ def _env_float(name: str, default: float) -> float:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected 1/true/yes/on or 0/false/no/off")
+
+
 class SettingsError(ValueError):
     """A setting from the environment that tandem cannot use."""
 
@@ -107,10 +118,26 @@ class Settings:
     serve_workers: int = field(default_factory=lambda: _env_int("TANDEM_SERVE_WORKERS", 1))
     # BentoML's per-request access log costs CPU on the hot path; /recommend decisions are logged anyway
     serve_access_log: bool = field(default_factory=lambda: _env("TANDEM_SERVE_ACCESS_LOG", "0") in ("1", "true"))
+    # /recommend's context.request_time (rank as of that time instead of now): off by default, because a client
+    # that picks "now" picks how fresh sessions and trends look; `tandem evaluate --through-stack` turns it on
+    serve_allow_request_time: bool = field(
+        default_factory=lambda: _env_bool("TANDEM_SERVE_ALLOW_REQUEST_TIME", False))
+    # how often serving re-reads the stream's trending rows; 0: on every /recommend (exact, one more Redis read)
+    trending_refresh_s: float = field(default_factory=lambda: _env_float("TANDEM_SERVE_TRENDING_REFRESH_S", 2.0))
+    # the longest serving keeps its item snapshot without a materialization (a backstop: materialize reloads it)
+    item_cache_ttl_s: float = field(default_factory=lambda: _env_float("TANDEM_SERVE_ITEM_CACHE_TTL_S", 600.0))
     feature_repo: Path = field(default_factory=lambda: Path(_env("TANDEM_FEATURE_REPO",
                                                                  str(PROJECT_ROOT / "feature_repo"))))
     # who writes the batch views online: tandem's column-wise writer, or Feast's FeatureStore.materialize
     materializer_name: str = field(default_factory=lambda: _env("TANDEM_MATERIALIZER", "tandem"))
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.trending_refresh_s <= 3600.0:  # NaN fails both comparisons
+            raise SettingsError(f"TANDEM_SERVE_TRENDING_REFRESH_S={self.trending_refresh_s!r}: expected seconds in "
+                                "[0, 3600] (0: re-read trending on every request)")
+        if not 1.0 <= self.item_cache_ttl_s <= 7 * 86_400.0:
+            raise SettingsError(f"TANDEM_SERVE_ITEM_CACHE_TTL_S={self.item_cache_ttl_s!r}: expected seconds in "
+                                "[1, 604800] (a week)")
 
     @property
     def dlq_topic(self) -> str:

@@ -130,24 +130,33 @@ def _read_timed(dataset_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarr
 
 
 def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationConfig | None = None,
-                     log: Callable[[str], None] = print, progress: Progress | None = None) -> EvaluationResult:
+                     log: Callable[[str], None] = print, progress: Progress | None = None,
+                     validation_always: bool = False) -> EvaluationResult:
     """The whole protocol on a dataset directory: T, then — unless the config fixes it — the hybrid's online weight
     chosen on the validation split (the batch run as of T_val, the 80th percentile of the history, replaying
-    [T_val, T)), then the batch run as of T and the replay after T with that weight."""
+    [T_val, T)), then the batch run as of T and the replay after T with that weight.
+
+    `validation_always`: replay the validation split even when the config fixes the weight, for the online model
+    it learns there (`result.validation.online_model`, what `--through-stack` freezes)."""
     from pipelines.dataset import read_metadata
 
     config = config or EvaluationConfig()
     meta = read_metadata(dataset_dir)
     events, items, epoch = _read_timed(dataset_dir)
     split = split_time(epoch, config.split_quantile)
-    if config.online_weight is None:
+    validation = None
+    if config.online_weight is None or validation_always:
         history = epoch < split
         val_split = split_time(epoch[history], config.split_quantile)
-        log(f"validation: batch path as of T_val = {iso_time(val_split)}, replay [T_val, T) with online weights "
-            f"{', '.join(f'{w:g}' for w in ONLINE_WEIGHTS)}")
+        sweep = ONLINE_WEIGHTS if config.online_weight is None else ()
+        log(f"validation: batch path as of T_val = {iso_time(val_split)}, replay [T_val, T)"
+            + (f" with online weights {', '.join(f'{w:g}' for w in sweep)}" if sweep else
+               f" with the given online weight {config.online_weight:g}"))
         outputs = _batch_path(settings, dataset_dir, val_split, log)
-        validation = replay(events[history], items, outputs, replace(config, online_weight=ONLINE_WEIGHTS[0]),
-                            progress, online_weights=ONLINE_WEIGHTS)
+        validation = replay(events[history], items, outputs,
+                            replace(config, online_weight=ONLINE_WEIGHTS[0] if sweep else config.online_weight),
+                            progress, online_weights=sweep)
+    if config.online_weight is None:
         chosen = choose_online_weight(validation)
         choices = {"online_weight": chosen, "chosen_on": "validation: batch run as of T_val, replay of [T_val, T)",
                    "T_val": iso_time(val_split), "validation_queries": validation.details["queries"],
@@ -163,6 +172,7 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
     result = replay(events, items, outputs, config, progress)
     result.details["choices"] = choices
     result.details["dataset"] = {"path": str(dataset_dir), "source": meta.get("source"), "seed": meta.get("seed")}
+    result.validation = validation
     return result
 
 

@@ -308,6 +308,9 @@ BAD_REQUESTS = [
     ("/recommend", {"user_id": "u1", "kk": 3}, 400, "kk: unknown field"),
     ("/recommend", {"user_id": "u1", "context": {"exclude_item_ids": "i1"}}, 400, "exclude_item_ids"),
     ("/recommend", {"user_id": "u1", "context": {"colour": "red"}}, 400, "context.colour"),
+    # the server under test keeps TANDEM_SERVE_ALLOW_REQUEST_TIME off (the default): a request time is refused
+    ("/recommend", {"user_id": "u1", "context": {"request_time": 893286638}}, 400, "TANDEM_SERVE_ALLOW_REQUEST_TIME=1"),
+    ("/recommend", {"user_id": "u1", "context": {"request_time": "yesterday"}}, 400, "context.request_time"),
     ("/recommend", b"{not json", 400, "json"),
     ("/recommend", b"[1, 2]", 400, "input"),
     ("/recommend", json.dumps({"user_id": "u1", "pad": "x" * 70_000}).encode(), 413, "too large"),

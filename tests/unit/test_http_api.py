@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -105,3 +106,67 @@ def test_guard_names_the_field_in_validation_errors():
     status, body = _call(RequestGuard(_echo_app), body=b'{"invalid": true}')
     assert status == 400
     assert json.loads(body)["error"] == "k: Input should be a valid integer"
+
+
+def test_request_time_is_unix_seconds_in_a_sane_range_and_nothing_else():
+    from serving.http_models import MAX_REQUEST_TIME
+
+    ok = RecommendRequest.model_validate_json('{"user_id": "u1", "context": {"request_time": 893286638.5}}')
+    assert ok.context.request_time == 893286638.5
+    assert RecommendRequest.model_validate({"user_id": "u1", "context": {"request_time": 0}}).context.request_time == 0
+    assert RecommendRequest.model_validate_json('{"user_id": "u1"}').context.request_time is None
+    for bad, words in [('"893286638"', "as a number, got str"), ("true", "as a number, got bool"),
+                       ("-1", "from 0 (1970)"), (f"{MAX_REQUEST_TIME + 1}", "to 4102444800 (2100)"),
+                       ("1e400", "got inf"), ("NaN", "got nan"), ("[1]", "got list")]:
+        with pytest.raises(ValidationError, match=re.escape(words)) as info:
+            RecommendRequest.model_validate_json(f'{{"user_id": "u1", "context": {{"request_time": {bad}}}}}')
+        assert info.value.errors()[0]["loc"] == ("context", "request_time")
+
+
+def test_request_time_is_honoured_only_when_the_server_allows_it():
+    from serving.recommend import RequestTimeRefused, request_now
+
+    assert request_now(None, allowed=False, clock=lambda: 1234.5) == 1234.5
+    assert request_now(None, allowed=True, clock=lambda: 1234.5) == 1234.5
+    assert request_now(893286638.5, allowed=True, clock=lambda: 1234.5) == 893286638.5
+    with pytest.raises(RequestTimeRefused, match="does not accept a request time.*TANDEM_SERVE_ALLOW_REQUEST_TIME=1"):
+        request_now(893286638.5, allowed=False, clock=lambda: 1234.5)
+
+
+def test_the_request_time_setting_is_off_by_default_and_parsed_strictly(monkeypatch):
+    from tandem.settings import Settings, SettingsError
+
+    monkeypatch.delenv("TANDEM_SERVE_ALLOW_REQUEST_TIME", raising=False)
+    assert Settings().serve_allow_request_time is False
+    for raw, expected in [("1", True), ("true", True), ("YES", True), ("0", False), ("off", False)]:
+        monkeypatch.setenv("TANDEM_SERVE_ALLOW_REQUEST_TIME", raw)
+        assert Settings().serve_allow_request_time is expected
+    monkeypatch.setenv("TANDEM_SERVE_ALLOW_REQUEST_TIME", "sometimes")
+    with pytest.raises(SettingsError, match="TANDEM_SERVE_ALLOW_REQUEST_TIME='sometimes': expected 1/true"):
+        Settings()
+
+
+def test_the_trending_refresh_setting_takes_seconds_and_zero_for_every_request(monkeypatch):
+    from tandem.settings import Settings, SettingsError
+
+    monkeypatch.delenv("TANDEM_SERVE_TRENDING_REFRESH_S", raising=False)
+    assert Settings().trending_refresh_s == 2.0
+    monkeypatch.setenv("TANDEM_SERVE_TRENDING_REFRESH_S", "0")
+    assert Settings().trending_refresh_s == 0.0
+    for bad in ("-1", "nan", "7200"):
+        monkeypatch.setenv("TANDEM_SERVE_TRENDING_REFRESH_S", bad)
+        with pytest.raises(SettingsError, match="expected seconds in"):
+            Settings()
+
+
+def test_the_item_cache_ttl_setting_takes_seconds_up_to_a_week(monkeypatch):
+    from tandem.settings import Settings, SettingsError
+
+    monkeypatch.delenv("TANDEM_SERVE_ITEM_CACHE_TTL_S", raising=False)
+    assert Settings().item_cache_ttl_s == 600.0
+    monkeypatch.setenv("TANDEM_SERVE_ITEM_CACHE_TTL_S", "86400")
+    assert Settings().item_cache_ttl_s == 86_400.0
+    for bad in ("0", "nan", "1e9"):
+        monkeypatch.setenv("TANDEM_SERVE_ITEM_CACHE_TTL_S", bad)
+        with pytest.raises(SettingsError, match="TANDEM_SERVE_ITEM_CACHE_TTL_S=.*expected seconds in"):
+            Settings()
