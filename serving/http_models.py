@@ -46,7 +46,8 @@ class RecommendContext(BaseModel):
             return None
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(f"expected Unix seconds as a number, got {type(v).__name__} {v!r:.40}")
-        if not math.isfinite(v) or not MIN_REQUEST_TIME <= v <= MAX_REQUEST_TIME:
+        # range first: a 400-digit integer compares exactly, where float(v) or isfinite(v) would overflow
+        if not MIN_REQUEST_TIME <= v <= MAX_REQUEST_TIME or not math.isfinite(v):
             raise ValueError(f"expected Unix seconds from {MIN_REQUEST_TIME:.0f} (1970) to {MAX_REQUEST_TIME:.0f} "
                              f"(2100), got {v!r}")
         return float(v)

@@ -117,7 +117,8 @@ def test_request_time_is_unix_seconds_in_a_sane_range_and_nothing_else():
     assert RecommendRequest.model_validate_json('{"user_id": "u1"}').context.request_time is None
     for bad, words in [('"893286638"', "as a number, got str"), ("true", "as a number, got bool"),
                        ("-1", "from 0 (1970)"), (f"{MAX_REQUEST_TIME + 1}", "to 4102444800 (2100)"),
-                       ("1e400", "got inf"), ("NaN", "got nan"), ("[1]", "got list")]:
+                       ("1e400", "got inf"), ("NaN", "got nan"), ("[1]", "got list"),
+                       ("9" * 400, "to 4102444800 (2100)"), ("-" + "9" * 400, "from 0 (1970)")]:
         with pytest.raises(ValidationError, match=re.escape(words)) as info:
             RecommendRequest.model_validate_json(f'{{"user_id": "u1", "context": {{"request_time": {bad}}}}}')
         assert info.value.errors()[0]["loc"] == ("context", "request_time")
