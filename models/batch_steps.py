@@ -181,6 +181,7 @@ def step_candidates(ctx: Any, limit: int = 100) -> str:
     from models.candidates import (
         candidates_frame,
         covisitation_matrix,
+        ease_matrix,
         generate_candidates,
         item_neighbours_frame,
         sequence_neighbours_frame,
@@ -205,7 +206,7 @@ def step_candidates(ctx: Any, limit: int = 100) -> str:
     popular = pd.DataFrame({"rank": np.arange(1, len(cand.popular) + 1),
                             "item_id": catalog.item_ids[cand.popular].astype(str),
                             "event_timestamp": pd.Series([ts] * len(cand.popular), dtype="datetime64[us, UTC]")})
-    neighbours = item_neighbours_frame(covisit, catalog, ts)
+    neighbours = item_neighbours_frame(ease_matrix(log.before(as_of), catalog.n_items), catalog, ts)
     sequence = sequence_neighbours_frame(sequence_neighbours_matrix(log.before(as_of), catalog.n_items), catalog, ts)
     path = write_offline_tables(frame, popular, neighbours, ctx.as_of, sequence)
     return f"{len(frame):,} users' lists (≤{limit} items, scored by v{champion.version}) -> {path.parent}"

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from models.candidates import CandidateConfig, covisitation_matrix, generate_candidates, popular_items
+from models.candidates import CandidateConfig, covisitation_matrix, ease_matrix, generate_candidates, popular_items
 from models.features import Catalog, encode_events
 from tests.models_data import drifting_log
 
@@ -156,3 +156,37 @@ def test_strongest_neighbours_keep_each_items_k_best():
     dense = np.array([[0, 3, 1, 3, 2], [1, 0, 0, 0, 0], [5, 4, 0, 4, 0], [0, 0, 0, 0, 0], [2, 2, 2, 2, 0]], float)
     kept = strongest_neighbours(sparse.csr_matrix(dense), 2).toarray()
     assert kept.tolist() == [[0, 3, 0, 3, 0], [1, 0, 0, 0, 0], [5, 4, 0, 0, 0], [0, 0, 0, 0, 0], [2, 2, 0, 0, 0]]
+
+
+def _ease_by_definition(x: np.ndarray, l2: float) -> np.ndarray:
+    """EASE's closed form written out: argmin ‖X − XB‖² + l2‖B‖² with diag(B) = 0."""
+    g = x.T @ x + l2 * np.eye(x.shape[1])
+    p = np.linalg.inv(g)
+    b = np.eye(x.shape[1]) - p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+def test_ease_weights_are_the_closed_form_positive_part():
+    events, items = drifting_log(n_users=40, n_items=30, days=6, sessions_per_user=5)
+    catalog = Catalog.from_items(items)
+    log = encode_events(events, catalog)
+    got = ease_matrix(log, catalog.n_items, l2=5.0).toarray()
+    x = np.zeros((log.n_users, catalog.n_items))
+    x[log.user, log.item] = 1.0  # repeated interactions count once
+    want = _ease_by_definition(x, 5.0)
+    assert np.allclose(got, np.where(want > 0, want, 0.0))
+    assert (got > 0).sum() > catalog.n_items  # the example has real structure to learn
+    assert np.all(np.diag(got) == 0)
+
+
+def test_ease_gives_rows_only_to_the_most_interacted_items():
+    rows = [(f"u{u}", f"i{i}", "view", f"2025-01-01T0{u}:0{i}:00Z", f"s{u}")
+            for u in range(6) for i in range(6) if i < 3 or (i == 3 and u < 2)]
+    catalog, log = _log_from(rows, ITEMS)
+    full = ease_matrix(log, catalog.n_items, l2=1.0)
+    capped = ease_matrix(log, catalog.n_items, l2=1.0, max_items=3)
+    assert set(sparse.find(full)[0]) | set(sparse.find(full)[1]) >= {0, 1, 2}
+    kept = set(sparse.find(capped)[0]) | set(sparse.find(capped)[1])
+    assert kept and kept <= {0, 1, 2}  # i3 (2 users), i4 and i5 (none) are out
+    assert ease_matrix(log.before(float(log.ts.min())), catalog.n_items).nnz == 0  # no events, no weights
