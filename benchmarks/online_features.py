@@ -107,9 +107,10 @@ def tandem_fetch(features: Any, user_id: str, item_ids: Sequence[str]) -> tuple[
     c = features.contract
     items: Values = {name: col[rows].tolist() for name, col in columns.items()}
     items["__".join(c.item_category)] = [snapshot.categories[r] for r in rows]
-    items["__".join(c.covisit)] = [list(snapshot.covisit[i]) if i in snapshot.covisit else None for i in item_ids]
-    items["__".join(c.covisit_scores)] = [list(snapshot.covisit_scores[i]) if i in snapshot.covisit_scores else None
-                                          for i in item_ids]
+    items["__".join(c.neighbours)] = [list(snapshot.neighbours[i]) if i in snapshot.neighbours else None
+                                      for i in item_ids]
+    items["__".join(c.neighbour_scores)] = [list(snapshot.neighbour_scores[i]) if i in snapshot.neighbour_scores
+                                            else None for i in item_ids]
     user: Values = {name: [value] for name, value in record.values.items()}
     return user, items
 

@@ -87,7 +87,7 @@ item_neighbours_table = SparkSource(
     path=offline_table("item_neighbours"),
     file_format="parquet",
     timestamp_field="event_timestamp",
-    description="Each item's top co-visited items, written by the batch run's candidate step.",
+    description="Each item's strongest EASE neighbours, written by the batch run's candidate step.",
     owner="tandem",
     tags={"path": "batch"},
 )

@@ -17,8 +17,8 @@ Systems compared in one run:
 * batch-only — serving's ranking (`models.ranking.rank`) on the batch path's rows alone, online
   weight 0: the user's precomputed list (a new user: the batch champion's default-profile picks)
   scored by the batch ranker, frozen during the replay;
-* stream-only — co-visitation (the batch path's item neighbours) with the user's last items in the
-  stream, plus the items' trend;
+* stream-only — the item neighbours (EASE weights, the batch path's `item_neighbours_v1`) of the user's last
+  items in the stream, plus the items' trend;
 * hybrid — serving's ranking on everything serving reads: batch rows, the stream's session and
   trending values, both models blended with the hybrid variant's online weight.
 
@@ -56,7 +56,7 @@ from models.replay_store import BatchOutputs, ReplayError, ReplayStore, encode_d
 from models.rows import neighbour_lists
 
 SYSTEMS: tuple[str, ...] = ("popularity", "batch-only", "stream-only", "hybrid")
-STREAM_SIGNALS: tuple[str, ...] = ("covisit", "sequence")  # each stream signal alone, in details["stream_signals"]
+STREAM_SIGNALS: tuple[str, ...] = ("neighbours", "sequence")  # each stream signal alone, in details["stream_signals"]
 ONLINE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # what the validation replay chooses from
 MODE = "in-process replay (the batch run's rows and champion, the stream's fold functions, serving's ranking)"
 Progress = Callable[[int, int], None]
@@ -90,7 +90,7 @@ class EvaluationConfig:
     negatives: int = 4  # sampled negatives per revealed interaction (online examples)
     online_update_every: int = 500  # examples per online partial_fit step
     online_weight: float | None = None  # the hybrid's blend weight; None: chosen on the validation split
-    trend_weight: float = 0.1  # stream-only: weight of the normalized trend next to co-visitation
+    trend_weight: float = 0.1  # stream-only: weight of the normalized trend next to the neighbour score
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -189,12 +189,12 @@ class Systems:
         self.all_items = list(store.outputs.item_ids)
         self.item_array = np.asarray(self.all_items, dtype=object)
 
-    def stream_only(self, user_id: str, seen: set[str], signal: str = "covisit") -> list[str]:
+    def stream_only(self, user_id: str, seen: set[str], signal: str = "neighbours") -> list[str]:
         """A stream signal of every item with the user's last items (newer weigh more) plus the normalized trend:
-        co-visitation (item_neighbours_v1, the stream-only row) or sequence neighbours
+        item neighbours (item_neighbours_v1, the stream-only row) or sequence neighbours
         (item_sequence_neighbours_v1, `details["stream_signals"]`)."""
         store, cols = self.store, self.store.outputs.items
-        ids, scores = (cols.covisit, cols.covisit_scores) if signal == "covisit" else \
+        ids, scores = (cols.neighbours, cols.neighbour_scores) if signal == "neighbours" else \
             (cols.sequence, cols.sequence_scores)
         trend = np.nan_to_num(store.trend, nan=0.0)
         top = trend.max() if len(trend) else 0.0

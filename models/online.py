@@ -1,11 +1,11 @@
 """The online ranker: a logistic model over stream features plus the batch score, updated incrementally.
 
 What it learns: how much a user's *recent* behaviour should move the batch ranker's score — the
-weight of co-visitation with the session's last items, of the candidate's category in the current
+weight of the item neighbours (EASE) of the session's last items, of the candidate's category in the current
 session and in the user's decayed recent taste, of the item's trend, and how far to trust the
 batch score itself, separately for users with a batch profile and users without one. Its rows
 describe a candidate relative to the other candidates of the same request (its gap to the best
-batch score, its share of the best co-visitation), so it learns to order a request's candidates.
+batch score, its share of the best neighbour score), so it learns to order a request's candidates.
 
 It is a scikit-learn pipeline (StandardScaler → SGDClassifier, log loss) whose `partial_fit` takes
 each batch of labelled examples the stream sink emits: rows of the candidate list serving would have
@@ -36,8 +36,8 @@ ONLINE_FEATURES: tuple[str, ...] = (
     "batch_logit_gap",  # the candidate's batch log-odds minus the best of this request's candidates (≤ 0)
     "returning",  # 1 when the user has a batch profile (history before the last batch run), else 0
     "batch_logit_returning",  # batch_logit × returning: how far to trust the batch score, per kind of user
-    "last_item_covisit_log",  # log1p of the co-visitation with the session's last items
-    "covisit_share",  # that co-visitation over the best of this request's candidates (0 when none has any)
+    "last_item_neighbour_log",  # log1p of the EASE weights from the session's last items
+    "neighbour_share",  # that score over the best of this request's candidates (0 when none has any)
     "last_item_sequence_log",  # log1p of the sequence-neighbour score with the session's last items
     "sequence_share",  # that score over the best of this request's candidates
     "session_category_share",
@@ -57,7 +57,7 @@ class OnlineModelError(ValueError):
 
 def last_items_scores_from_lists(last_item_ids: list[str], candidate_ids: list[str],
                                  neighbours: dict[str, tuple[list[str], list[float]]]) -> np.ndarray:
-    """Co-visitation of each candidate with the session's last items (newest first), newer items weighing more
+    """Neighbour score of each candidate from the session's last items (newest first), newer items weighing more
     (1/position), from their item_neighbours rows: `neighbours[item_id] = (neighbour_item_ids, neighbour_scores)`.
     """
     index = {c: k for k, c in enumerate(candidate_ids)}
@@ -77,13 +77,13 @@ def _share_of_best(x: np.ndarray) -> np.ndarray:
 
 
 def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: np.ndarray, view: SessionView | None,
-                    covisit_with_last: np.ndarray, trend: np.ndarray, now: float, returning: bool = False,
+                    neighbours_with_last: np.ndarray, trend: np.ndarray, now: float, returning: bool = False,
                     sequence_with_last: np.ndarray | None = None) -> np.ndarray:
     """The online model's rows (ONLINE_FEATURES order) for one request's candidates at time `now`.
 
-    The rows are relative to the request: `batch_logit_gap` and `covisit_share` compare each candidate
+    The rows are relative to the request: `batch_logit_gap` and `neighbour_share` compare each candidate
     with the best of the same candidates, so the rows must be computed for the whole candidate list at once
-    (what serving scores; training examples are rows picked from such a list). `covisit_with_last` and
+    (what serving scores; training examples are rows picked from such a list). `neighbours_with_last` and
     `sequence_with_last` come from `last_items_scores_from_lists` over the item_neighbours and
     item_sequence_neighbours rows; `trend` is each candidate's trend score; `returning` says whether the
     user has a batch profile. A user the stream has never seen has zero session features.
@@ -101,7 +101,7 @@ def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: n
         recent_share = view.recent_category_share(now)[cats]
         active = 1.0 if view.is_active(now) else 0.0
     batch = np.nan_to_num(np.asarray(batch_logit, dtype=float), nan=0.0)
-    covisit = np.maximum(np.asarray(covisit_with_last, dtype=float), 0.0)
+    neighbours = np.maximum(np.asarray(neighbours_with_last, dtype=float), 0.0)
     sequence = np.zeros(n) if sequence_with_last is None else np.maximum(
         np.asarray(sequence_with_last, dtype=float), 0.0)
     known = 1.0 if returning else 0.0
@@ -110,8 +110,8 @@ def online_features(batch_logit: np.ndarray, items: np.ndarray, item_category: n
         batch - batch.max(),
         np.full(n, known),
         known * batch,
-        np.log1p(covisit),
-        _share_of_best(covisit),
+        np.log1p(neighbours),
+        _share_of_best(neighbours),
         np.log1p(sequence),
         _share_of_best(sequence),
         session_share,
@@ -143,10 +143,10 @@ def online_features_from_store(batch_logit: np.ndarray, candidate_ids: list[str]
     index = {c: i for i, c in enumerate(cats)}
     view = session_view_from_features(session_values, index, {}, len(cats))
     last_ids = list(session_values.get("last_item_ids") or [])
-    covisit = last_items_scores_from_lists(last_ids, list(candidate_ids), neighbour_lists)
+    neighbours = last_items_scores_from_lists(last_ids, list(candidate_ids), neighbour_lists)
     sequence = last_items_scores_from_lists(last_ids, list(candidate_ids), sequence_lists or {})
     item_category = np.array([index[c] for c in candidate_categories], dtype=np.int64)
-    return online_features(batch_logit, np.arange(n), item_category, view, covisit, trend_scores, now, returning,
+    return online_features(batch_logit, np.arange(n), item_category, view, neighbours, trend_scores, now, returning,
                            sequence)
 
 

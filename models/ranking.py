@@ -6,8 +6,8 @@ path's feature tables as of T and the stream processor's fold functions' output
 (models/evaluate.py). Its steps:
 
 1. candidates (`gather_candidates`): the sequence neighbours of the session's last items, the items
-   co-visited with them, popular items of the session's last category, the user's precomputed list,
-   trending, then popular;
+   EASE says go with them (`item_neighbours_v1`), popular items of the session's last category, the user's
+   precomputed list, trending, then popular;
 2. the batch ranker's log-odds on its feature service's columns (`models.rows.model_rows`);
 3. the online ranker's log-odds on the stream features plus the batch score (`models.rows.online_inputs`);
 4. the blend by the variant's online weight (`models.blend.blend_scores`), then `top_k`.
@@ -32,17 +32,18 @@ from models.rows import TREND_SCORE, model_rows, online_inputs
 # candidate budget per request (DESIGN.md §6 sizes the hot path for 100 candidates)
 MAX_CANDIDATES = 100
 # the session's last 10 items (all the stream keeps): up to 30 of their sequence neighbours, then up to 40 of their
-# co-visited items, of the 100. Chosen on MovieLens 100k's validation split (hybrid NDCG@10 0.1034; 50 and 30:
-# 0.1020); co-visits alone: 10 items and 60 beat 5 and 30 there and on the demo data's
+# item neighbours (EASE, item_neighbours_v1), of the 100. Chosen on MovieLens 100k's validation split (hybrid NDCG@10
+# 0.1034 with co-visitation neighbours; 50 and 30: 0.1020); neighbours alone: 10 items and 60 beat 5 and 30 there
+# and on the demo data's
 SEQUENCE_QUOTA = 30
-COVISIT_QUOTA = 40
+NEIGHBOUR_QUOTA = 40
 SESSION_CATEGORY_QUOTA = 20
 TRENDING_QUOTA = 10
 MAX_SESSION_ITEMS = 10
 POPULAR_SIZE = 200  # the batch champion's picks for the default profile (a cold user's list), overall and per category
 TRENDING_TOP_N = 50
 
-SOURCE_SEQUENCE, SOURCE_COVISIT, SOURCE_SESSION_CATEGORY = "sequence", "covisit", "session_category"
+SOURCE_SEQUENCE, SOURCE_NEIGHBOURS, SOURCE_SESSION_CATEGORY = "sequence", "neighbours", "session_category"
 SOURCE_PRECOMPUTED, SOURCE_TRENDING, SOURCE_POPULAR = "precomputed", "trending", "popular"
 BATCH_MODEL_MISSING, ONLINE_MODEL_MISSING = "batch_model_missing", "online_model_missing"
 
@@ -57,9 +58,9 @@ class Contract:
     session_items: tuple[str, str] = ("user_session_v1", "last_item_ids")  # stream: newest first
     session_category: tuple[str, str] = ("user_session_v1", "last_category")
     item_category: tuple[str, str] = ("item_features_v1", "category")  # batch item features
-    # items co-visited with this one (batch candidate step, strongest first) and their co-visit counts
-    covisit: tuple[str, str] = ("item_neighbours_v1", "neighbour_item_ids")
-    covisit_scores: tuple[str, str] = ("item_neighbours_v1", "neighbour_scores")
+    # the items EASE says go with this one (batch candidate step, strongest first) and their EASE weights
+    neighbours: tuple[str, str] = ("item_neighbours_v1", "neighbour_item_ids")
+    neighbour_scores: tuple[str, str] = ("item_neighbours_v1", "neighbour_scores")
     # items near this one in users' event sequences (batch candidate step, strongest first) and their scores
     sequence: tuple[str, str] = ("item_sequence_neighbours_v1", "sequence_item_ids")
     sequence_scores: tuple[str, str] = ("item_sequence_neighbours_v1", "sequence_scores")
@@ -139,8 +140,8 @@ class ItemState:
     index: Mapping[str, int]
     columns: Mapping[str, np.ndarray]  # numeric item columns by full name (trending included), aligned with item_ids
     categories: Sequence[str | None]
-    covisit: Mapping[str, Sequence[str]]  # item → its co-visited items, strongest first
-    covisit_scores: Mapping[str, Sequence[float]]
+    neighbours: Mapping[str, Sequence[str]]  # item → its EASE neighbours, strongest first
+    neighbour_scores: Mapping[str, Sequence[float]]
     trending: Sequence[str] = ()  # the top trending items (`trending_top`)
     popular: Sequence[str] = ()  # the batch champion's picks for the default profile (`default_popular`)
     popular_by_category: Mapping[str, Sequence[str]] = field(default_factory=dict)
@@ -154,8 +155,8 @@ class ItemColumns:
 
     columns: dict[str, np.ndarray]  # numeric features by full name, NaN where an item has none
     categories: list[str | None]
-    covisit: dict[str, tuple[str, ...]]
-    covisit_scores: dict[str, tuple[float, ...]]
+    neighbours: dict[str, tuple[str, ...]]
+    neighbour_scores: dict[str, tuple[float, ...]]
     sequence: dict[str, tuple[str, ...]] = field(default_factory=dict)
     sequence_scores: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
@@ -165,8 +166,8 @@ def catalogue_columns(item_ids: Sequence[str], rows: Sequence[Mapping[str, Any]]
     """Each item's decoded online values (`<view>__<feature>` → value, one mapping per item in `item_ids` order)
     as the ranking's columns: the category, the neighbour lists and every numeric value."""
     cat_name = "__".join(contract.item_category)
-    id_lists = {"__".join(contract.covisit): "covisit", "__".join(contract.sequence): "sequence"}
-    score_lists = {"__".join(contract.covisit_scores): "covisit_scores",
+    id_lists = {"__".join(contract.neighbours): "neighbours", "__".join(contract.sequence): "sequence"}
+    score_lists = {"__".join(contract.neighbour_scores): "neighbour_scores",
                    "__".join(contract.sequence_scores): "sequence_scores"}
     numeric: dict[str, np.ndarray] = {}
     categories: list[str | None] = []
@@ -190,7 +191,7 @@ def catalogue_columns(item_ids: Sequence[str], rows: Sequence[Mapping[str, Any]]
 
 def gather_candidates(
     user: UserView,
-    covisit: Mapping[str, Sequence[str]],
+    neighbours: Mapping[str, Sequence[str]],
     trending: Sequence[str],
     popular: Sequence[str],
     exclude: Iterable[str] = (),
@@ -200,8 +201,8 @@ def gather_candidates(
 ) -> list[tuple[str, str]]:
     """Merge candidate sources into at most `limit` unseen items, each with the source that contributed it.
 
-    Order of precedence: the sequence neighbours of the session's last items, then the items co-visited with
-    them (each round-robin over those items, newest first), popular items of the session's last category,
+    Order of precedence: the sequence neighbours of the session's last items, then their item neighbours
+    (each round-robin over those items, newest first), popular items of the session's last category,
     the precomputed list, trending, then popular items to fill up (all of it for a cold user).
     """
     seen = set(exclude) | set(user.session_items)
@@ -222,7 +223,7 @@ def gather_candidates(
     last = user.session_items[:MAX_SESSION_ITEMS]
     if sequence:
         take(_round_robin([sequence.get(item, ()) for item in last]), SOURCE_SEQUENCE, SEQUENCE_QUOTA)
-    take(_round_robin([covisit.get(item, ()) for item in last]), SOURCE_COVISIT, COVISIT_QUOTA)
+    take(_round_robin([neighbours.get(item, ()) for item in last]), SOURCE_NEIGHBOURS, NEIGHBOUR_QUOTA)
     take(session_category, SOURCE_SESSION_CATEGORY, SESSION_CATEGORY_QUOTA)
     take(user.candidates, SOURCE_PRECOMPUTED, limit)
     take(trending, SOURCE_TRENDING, TRENDING_QUOTA)
@@ -316,7 +317,7 @@ def candidate_ids(user: UserView, items: ItemState, exclude: Iterable[str] = ())
     """The catalogue items `rank` scores for the user, in gathering order (`gather_candidates` over `items`)."""
     popular = items.popular or items.trending or list(items.item_ids[:POPULAR_SIZE])
     in_category = items.popular_by_category.get(user.last_category, ()) if user.last_category else ()
-    return [item for item, _ in gather_candidates(user, items.covisit, items.trending, popular, exclude,
+    return [item for item, _ in gather_candidates(user, items.neighbours, items.trending, popular, exclude,
                                                   session_category=in_category, sequence=items.sequence)
             if item in items.index]
 
@@ -355,7 +356,7 @@ def model_inputs(item_ids: Sequence[str], values: Mapping[str, Any], items: Item
         return batch_score, None
     trend = items.columns.get(TREND_SCORE)
     x = online_inputs(np.zeros(len(rows)) if batch_score is None else batch_score, item_ids, categories, values,
-                      items.covisit, items.covisit_scores, None if trend is None else trend[rows], now,
+                      items.neighbours, items.neighbour_scores, None if trend is None else trend[rows], now,
                       items.sequence, items.sequence_scores)
     return batch_score, x
 

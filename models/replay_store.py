@@ -88,8 +88,9 @@ class ReplayStore:
         popular, by_category = default_popular(outputs.batch, outputs.item_ids, outputs.items.columns,
                                                outputs.items.categories)
         cols = outputs.items
-        self.batch_items = ItemState(outputs.item_ids, self.index, cols.columns, cols.categories, cols.covisit,
-                                     cols.covisit_scores, (), popular, by_category, cols.sequence, cols.sequence_scores)
+        self.batch_items = ItemState(outputs.item_ids, self.index, cols.columns, cols.categories, cols.neighbours,
+                                     cols.neighbour_scores, (), popular, by_category, cols.sequence,
+                                     cols.sequence_scores)
         self.popular, self.by_category = popular, by_category
 
     def _entry(self, event_id: str, item_id: str, event_type: str, ts: float) -> tuple:

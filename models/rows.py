@@ -102,11 +102,11 @@ def has_profile(user_values: Mapping[str, Any], view: str = PROFILE_VIEW) -> boo
     return any(v is not None for k, v in user_values.items() if k.startswith(prefix))
 
 
-def neighbour_lists(last_item_ids: Sequence[str], covisit: Mapping[str, Sequence[str]],
-                    covisit_scores: Mapping[str, Sequence[float]]) -> dict[str, tuple[list[str], list[float]]]:
+def neighbour_lists(last_item_ids: Sequence[str], neighbours: Mapping[str, Sequence[str]],
+                    neighbour_scores: Mapping[str, Sequence[float]]) -> dict[str, tuple[list[str], list[float]]]:
     """The item_neighbours rows (ids, scores) of the session's last items, as `online_features_from_store` takes
-    them; an item whose scores are missing has none (it adds no co-visitation)."""
-    return {i: (list(covisit[i]), list(covisit_scores.get(i, ()))) for i in last_item_ids if i in covisit}
+    them; an item whose scores are missing has none (it adds no neighbour score)."""
+    return {i: (list(neighbours[i]), list(neighbour_scores.get(i, ()))) for i in last_item_ids if i in neighbours}
 
 
 def online_inputs(
@@ -114,8 +114,8 @@ def online_inputs(
     item_ids: Sequence[str],
     item_categories: Sequence[str | None],
     user_values: Mapping[str, Any],
-    covisit: Mapping[str, Sequence[str]],
-    covisit_scores: Mapping[str, Sequence[float]],
+    neighbours: Mapping[str, Sequence[str]],
+    neighbour_scores: Mapping[str, Sequence[float]],
     trend_scores: np.ndarray | None,
     now: float,
     sequence: Mapping[str, Sequence[str]] | None = None,
@@ -129,5 +129,5 @@ def online_inputs(
         np.asarray(trend_scores, dtype=float), nan=0.0)
     return online_features_from_store(np.asarray(batch_logit, dtype=float), list(item_ids),
                                       [c or UNKNOWN_CATEGORY for c in item_categories], session,
-                                      neighbour_lists(last, covisit, covisit_scores), trend, now, returning,
+                                      neighbour_lists(last, neighbours, neighbour_scores), trend, now, returning,
                                       neighbour_lists(last, sequence or {}, sequence_scores or {}))

@@ -82,10 +82,10 @@ class ItemSnapshot:
     index: dict[str, int]
     columns: dict[str, np.ndarray]  # numeric item features by full name, aligned with item_ids
     categories: list[str | None]
-    covisit: dict[str, tuple[str, ...]]  # item → its co-visited items, strongest first
+    neighbours: dict[str, tuple[str, ...]]  # item → its EASE neighbours, strongest first
     updated_epoch: float | None  # event time of the newest item row
     source: str = "redis"  # or "disk" when loaded from the local cache during an outage
-    covisit_scores: dict[str, tuple[float, ...]] = field(default_factory=dict)  # aligned with `covisit`
+    neighbour_scores: dict[str, tuple[float, ...]] = field(default_factory=dict)  # aligned with `neighbours`
     sequence: dict[str, tuple[str, ...]] = field(default_factory=dict)  # item → its sequence neighbours
     sequence_scores: dict[str, tuple[float, ...]] = field(default_factory=dict)  # aligned with `sequence`
 
@@ -360,8 +360,8 @@ class OnlineFeatures:
         snapshot = ItemSnapshot(
             version=f"{(marker or b'-').decode(errors='replace')}/{time.time():.3f}",
             item_ids=item_ids, index={item: i for i, item in enumerate(item_ids)},
-            columns=cols.columns, categories=cols.categories, covisit=cols.covisit, updated_epoch=updated,
-            covisit_scores=cols.covisit_scores, sequence=cols.sequence, sequence_scores=cols.sequence_scores)
+            columns=cols.columns, categories=cols.categories, neighbours=cols.neighbours, updated_epoch=updated,
+            neighbour_scores=cols.neighbour_scores, sequence=cols.sequence, sequence_scores=cols.sequence_scores)
         self.items = snapshot
         self._marker = marker
         self._items_loaded_at = time.monotonic()

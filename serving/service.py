@@ -253,7 +253,7 @@ class Recommender:
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     def recommend(self, user_id: str, k: int = 10, context: RecommendContext | None = None) -> RecommendResponse:
-        """Top-k items for a user: candidates from the precomputed list, session co-visitation and trending,
+        """Top-k items for a user: candidates from the precomputed list, the session's item neighbours and trending,
         scored by the batch and online champions and blended by the user's A/B variant."""
         context = context or RecommendContext()
         try:
@@ -298,8 +298,8 @@ class Recommender:
             reasons.append("item_features_from_local_cache")
         user = user_view(user_id, record.values, record.updated_epoch, self.features.contract)
         _, popular, by_category = self._popular
-        items = ItemState(snapshot.item_ids, snapshot.index, item_columns, snapshot.categories, snapshot.covisit,
-                          snapshot.covisit_scores, trending, popular, by_category, snapshot.sequence,
+        items = ItemState(snapshot.item_ids, snapshot.index, item_columns, snapshot.categories, snapshot.neighbours,
+                          snapshot.neighbour_scores, trending, popular, by_category, snapshot.sequence,
                           snapshot.sequence_scores)
         if champions.batch is not None:
             self._check(champions.batch)

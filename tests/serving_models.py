@@ -114,8 +114,8 @@ def online_examples(n: int = 4000, seed: int = 0) -> pd.DataFrame:
     active = (rng.random(n) < 0.6).astype(float)
     returning = (rng.random(n) < 0.5).astype(float)
     x = pd.DataFrame({"batch_logit": batch, "batch_logit_gap": batch - batch.max(), "returning": returning,
-                      "batch_logit_returning": batch * returning, "last_item_covisit_log": np.log1p(covisit),
-                      "covisit_share": covisit / covisit.max(), "last_item_sequence_log": 0.0,
+                      "batch_logit_returning": batch * returning, "last_item_neighbour_log": np.log1p(covisit),
+                      "neighbour_share": covisit / covisit.max(), "last_item_sequence_log": 0.0,
                       "sequence_share": 0.0, "session_category_share": 0.0,
                       "active_session_category_share": 0.0, "recent_category_share": 0.0,
                       "session_active": active, "trend_log": np.log1p(rng.exponential(0.5, n))})
@@ -140,8 +140,8 @@ def categories_of(frame: pd.DataFrame, item_view: str = "item_features_v1") -> S
 def batch_outputs(events: pd.DataFrame, items: pd.DataFrame, as_of: float):
     """models.replay_store.BatchOutputs for a log, shaped like `tandem batch run --as-of` leaves them: per-user
     batch rows (taste = the user's most frequent category before `as_of`) with a candidate list, per-item rows
-    with the co-visited neighbours the candidate step computes, and a batch ranker trained on such rows."""
-    from models.candidates import covisitation_matrix, generate_candidates, item_neighbours_frame
+    with the EASE neighbours the candidate step computes, and a batch ranker trained on such rows."""
+    from models.candidates import ease_matrix, generate_candidates, item_neighbours_frame
     from models.ranking import Ranker, catalogue_columns
     from models.registry import BATCH_MODEL, LoadedModel
     from models.replay_store import BatchOutputs, encode_dataset
@@ -166,7 +166,7 @@ def batch_outputs(events: pd.DataFrame, items: pd.DataFrame, as_of: float):
         index = log.user_index[u]
         values["user_candidates_v1__candidate_item_ids"] = [item_ids[i] for i in cand.of(index)]
         user_values[u] = values
-    neighbours = item_neighbours_frame(covisitation_matrix(log.before(as_of), catalog.n_items), catalog,
+    neighbours = item_neighbours_frame(ease_matrix(log.before(as_of), catalog.n_items), catalog,
                                        pd.Timestamp(as_of, unit="s", tz="UTC")).set_index("item_id")
     item_values = []
     for row in item_df.to_dict("records"):

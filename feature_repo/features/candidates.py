@@ -1,7 +1,7 @@
 """Each user's precomputed candidate list: the items serving scores first for that user.
 
 The batch run's candidate step writes one row per user and day (best candidates first);
-serving reads it online and merges it with session co-visitation and trending items.
+serving reads it online and merges it with the session's item neighbours and trending items.
 """
 
 from datetime import timedelta

@@ -112,7 +112,7 @@ def test_batch_run_publishes_the_latest_offline_values_online(batch):
 
 def test_the_candidate_steps_item_neighbours_are_materialized_online(batch):
     """The candidate step writes item_neighbours_v1 (models.jobs.write_offline_tables); materialize publishes it."""
-    from models.candidates import covisitation_matrix, item_neighbours_frame
+    from models.candidates import ease_matrix, item_neighbours_frame
     from models.jobs import NEIGHBOURS_VIEW, read_dataset
     from models.replay_store import encode_dataset
     from pipelines.batch.run import ONLINE_VIEWS, step_materialize
@@ -121,7 +121,7 @@ def test_the_candidate_steps_item_neighbours_are_materialized_online(batch):
     assert NEIGHBOURS_VIEW in ONLINE_VIEWS
     catalog, log = encode_dataset(*read_dataset(batch["dataset"]))
     as_of = ctx.as_of.timestamp()
-    neighbours = item_neighbours_frame(covisitation_matrix(log.before(as_of), catalog.n_items), catalog,
+    neighbours = item_neighbours_frame(ease_matrix(log.before(as_of), catalog.n_items), catalog,
                                        pd.Timestamp(ctx.as_of))
     assert len(neighbours) > 0
     offline.write_day(NEIGHBOURS_VIEW, neighbours, ctx.as_of.astimezone(UTC).date(), ctx.as_of)
@@ -145,7 +145,7 @@ def test_what_the_run_published_reads_back_as_serving_values(batch, tmp_path):
     users = pd.read_parquet(feast_repo.source_path("user_features_v1"))
     at_as_of = set(users.loc[users["event_timestamp"] == pd.Timestamp(ctx.as_of), "user_id"])
     assert at_as_of and at_as_of <= set(outputs.users) <= set(users["user_id"])
-    assert outputs.items.covisit and all(i in outputs.item_ids for i in outputs.items.covisit)
+    assert outputs.items.neighbours and all(i in outputs.item_ids for i in outputs.items.neighbours)
 
 
 def test_training_set_is_point_in_time_correct(batch):

@@ -91,6 +91,6 @@ def test_stream_examples_replay_the_window_with_the_champions_scores():
     assert examples["batch_logit"].std() > 0  # real batch scores, not a neutral 0
     positives, negatives = examples[examples[LABEL] == 1], examples[examples[LABEL] == 0]
     # the stream features carry signal: positives are co-visited with the session's last items more often
-    assert positives["last_item_covisit_log"].mean() > negatives["last_item_covisit_log"].mean()
+    assert positives["last_item_neighbour_log"].mean() > negatives["last_item_neighbour_log"].mean()
     with pytest.raises(ReplayError, match="nothing to learn from"):
         stream_examples(events, items, batch_outputs(events, items, float(ts.max()) + 1))

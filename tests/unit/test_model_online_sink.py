@@ -71,7 +71,7 @@ def test_sink_learns_from_the_stream_and_publishes_checked_updates(stream):
     assert [n for _, n in published] == sorted(n for _, n in published) and published[0][1] >= 400
     sanity, _ = published[-1]
     assert sanity.success and sanity.auc > 0.6
-    assert coefficients(sink.model)["last_item_covisit_log"] > 0.1
+    assert coefficients(sink.model)["last_item_neighbour_log"] > 0.1
 
 
 def test_sink_rows_are_what_serving_computes(stream):
@@ -131,9 +131,9 @@ def test_serving_rows_by_id_equal_the_dense_rows():
                                      lists, trend, now=1100.0)
     index = {name: k for k, name in enumerate(ONLINE_FEATURES)}
     assert np.allclose(got, expected)
-    assert got[:, index["last_item_covisit_log"]].any() and got[:, index["session_category_share"]].any()
+    assert got[:, index["last_item_neighbour_log"]].any() and got[:, index["session_category_share"]].any()
     cold = online_features_from_store(batch, ["i4", "i1", "i7", "i0"], ["c0", "c1", "c3", "c0"], None, lists,
                                       trend, now=1100.0)
-    stream = [index[name] for name in ("last_item_covisit_log", "covisit_share", "session_category_share",
+    stream = [index[name] for name in ("last_item_neighbour_log", "neighbour_share", "session_category_share",
                                        "active_session_category_share", "recent_category_share", "session_active")]
     assert np.array_equal(cold[:, 0], batch) and not cold[:, stream].any()

@@ -42,16 +42,16 @@ def test_ab_variants_setting_is_validated():
 
 def test_candidates_merge_sources_in_order_and_skip_seen():
     user = UserView("u", candidates=("p1", "p2", "s1", "p3"), session_items=("s1", "s2"))
-    covisit = {"s1": ["c1", "c2", "p1"], "s2": ["c3", "s1"]}
-    got = gather_candidates(user, covisit, trending=["t1", "p2"], popular=["pop1", "t1"], exclude=["p3"])
-    assert got == [("c1", "covisit"), ("c3", "covisit"), ("c2", "covisit"), ("p1", "covisit"),
+    neighbours = {"s1": ["c1", "c2", "p1"], "s2": ["c3", "s1"]}
+    got = gather_candidates(user, neighbours, trending=["t1", "p2"], popular=["pop1", "t1"], exclude=["p3"])
+    assert got == [("c1", "neighbours"), ("c3", "neighbours"), ("c2", "neighbours"), ("p1", "neighbours"),
                    ("p2", "precomputed"), ("t1", "trending"), ("pop1", "popular")]
 
 
 def test_session_category_items_come_after_covisitation_and_before_the_precomputed_list():
     user = UserView("u", candidates=("p1",), session_items=("s1",), last_category="shoes")
     got = gather_candidates(user, {"s1": ["c1"]}, trending=[], popular=[], session_category=["s1", "k1", "c1"])
-    assert got == [("c1", "covisit"), ("k1", "session_category"), ("p1", "precomputed")]
+    assert got == [("c1", "neighbours"), ("k1", "session_category"), ("p1", "precomputed")]
 
 
 def test_cold_user_gets_popular_items_and_the_budget_holds():

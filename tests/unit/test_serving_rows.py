@@ -119,10 +119,10 @@ def test_online_inputs_are_the_models_function_on_what_serving_reads():
     values = {"user_session_v1__last_item_ids": ["a", "b"], "user_session_v1__last_category": "toys",
               "user_session_v1__last_event_epoch": 1000.0, "user_session_v1__session_events": 3,
               "user_session_v1__session_clicks": 1, "user_features_v1__events_7d": 4}
-    covisit = {"a": ("c1", "c2"), "b": ("c2",), "z": ("c1",)}
+    neighbours = {"a": ("c1", "c2"), "b": ("c2",), "z": ("c1",)}
     scores = {"a": (4.0, 2.0), "b": (6.0,), "z": (9.0,)}
     batch = np.array([0.5, -0.2, 1.0])
-    got = online_inputs(batch, ["c1", "c2", "c3"], ["toys", None, "books"], values, covisit, scores,
+    got = online_inputs(batch, ["c1", "c2", "c3"], ["toys", None, "books"], values, neighbours, scores,
                         np.array([1.0, np.nan, 0.0]), now=1100.0)
     expected = online_features_from_store(
         batch, ["c1", "c2", "c3"], ["toys", "unknown", "books"],
@@ -132,8 +132,8 @@ def test_online_inputs_are_the_models_function_on_what_serving_reads():
     np.testing.assert_array_equal(got, expected)
     column = {name: got[:, k] for k, name in enumerate(ONLINE_FEATURES)}
     covisit_sum = np.array([4.0, 2.0 + 6.0 / 2, 0.0])  # 1/position of the last items
-    np.testing.assert_allclose(column["last_item_covisit_log"], np.log1p(covisit_sum))
-    np.testing.assert_allclose(column["covisit_share"], covisit_sum / 5.0)  # relative to the request's best
+    np.testing.assert_allclose(column["last_item_neighbour_log"], np.log1p(covisit_sum))
+    np.testing.assert_allclose(column["neighbour_share"], covisit_sum / 5.0)  # relative to the request's best
     np.testing.assert_allclose(column["batch_logit_gap"], batch - 1.0)
     assert column["returning"].tolist() == [1.0] * 3  # user_features_v1 holds a row for the user
     np.testing.assert_allclose(column["batch_logit_returning"], batch)
@@ -142,9 +142,9 @@ def test_online_inputs_are_the_models_function_on_what_serving_reads():
     # the stream's session category counts (user_session_v1) become the session's category shares
     shares = online_inputs(batch, ["c1", "c2", "c3"], ["toys", None, "books"],
                            {**values, "user_session_v1__session_categories": ["toys", "books"],
-                            "user_session_v1__session_category_counts": [3, 1]}, covisit, scores, None, now=1100.0)
+                            "user_session_v1__session_category_counts": [3, 1]}, neighbours, scores, None, now=1100.0)
     assert shares[:, ONLINE_FEATURES.index("session_category_share")].tolist() == [0.75, 0.0, 0.25]
-    cold = online_inputs(batch[:1], ["c1"], ["toys"], {}, covisit, scores, None, now=1100.0)
+    cold = online_inputs(batch[:1], ["c1"], ["toys"], {}, neighbours, scores, None, now=1100.0)
     # a user with neither a batch profile nor a session: only the batch score (and its gap, 0 for one candidate)
     assert cold[0].tolist() == [0.5] + [0.0] * (len(ONLINE_FEATURES) - 1)
 
