@@ -107,19 +107,19 @@ def train_batch(frame: pd.DataFrame, service, rounds: int = 40) -> tuple[BatchRa
 
 
 def online_examples(n: int = 4000, seed: int = 0) -> pd.DataFrame:
-    """ONLINE_FEATURES rows: the more a candidate is co-visited with the session's last items, the likelier."""
+    """ONLINE_FEATURES rows: the stronger a candidate is a neighbour of the session's last items, the likelier."""
     rng = np.random.default_rng(seed)
-    covisit = np.where(rng.random(n) < 0.3, rng.uniform(1, 40, n), 0.0)
+    neighbour = np.where(rng.random(n) < 0.3, rng.uniform(1, 40, n), 0.0)
     batch = rng.normal(0, 1.5, n)
     active = (rng.random(n) < 0.6).astype(float)
     returning = (rng.random(n) < 0.5).astype(float)
     x = pd.DataFrame({"batch_logit": batch, "batch_logit_gap": batch - batch.max(), "returning": returning,
-                      "batch_logit_returning": batch * returning, "last_item_neighbour_log": np.log1p(covisit),
-                      "neighbour_share": covisit / covisit.max(), "last_item_sequence_log": 0.0,
+                      "batch_logit_returning": batch * returning, "last_item_neighbour_log": np.log1p(neighbour),
+                      "neighbour_share": neighbour / neighbour.max(), "last_item_sequence_log": 0.0,
                       "sequence_share": 0.0, "session_category_share": 0.0,
                       "active_session_category_share": 0.0, "recent_category_share": 0.0,
                       "session_active": active, "trend_log": np.log1p(rng.exponential(0.5, n))})
-    logit = -3.0 + 0.5 * covisit + 0.3 * batch
+    logit = -3.0 + 0.5 * neighbour + 0.3 * batch
     x[LABEL] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     return x[[*ONLINE_FEATURES, LABEL]]
 

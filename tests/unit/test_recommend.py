@@ -48,7 +48,7 @@ def test_candidates_merge_sources_in_order_and_skip_seen():
                    ("p2", "precomputed"), ("t1", "trending"), ("pop1", "popular")]
 
 
-def test_session_category_items_come_after_covisitation_and_before_the_precomputed_list():
+def test_session_category_items_come_after_the_item_neighbours_and_before_the_precomputed_list():
     user = UserView("u", candidates=("p1",), session_items=("s1",), last_category="shoes")
     got = gather_candidates(user, {"s1": ["c1"]}, trending=[], popular=[], session_category=["s1", "k1", "c1"])
     assert got == [("c1", "neighbours"), ("k1", "session_category"), ("p1", "precomputed")]

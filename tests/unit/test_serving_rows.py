@@ -131,9 +131,9 @@ def test_online_inputs_are_the_models_function_on_what_serving_reads():
         1100.0, returning=True)
     np.testing.assert_array_equal(got, expected)
     column = {name: got[:, k] for k, name in enumerate(ONLINE_FEATURES)}
-    covisit_sum = np.array([4.0, 2.0 + 6.0 / 2, 0.0])  # 1/position of the last items
-    np.testing.assert_allclose(column["last_item_neighbour_log"], np.log1p(covisit_sum))
-    np.testing.assert_allclose(column["neighbour_share"], covisit_sum / 5.0)  # relative to the request's best
+    neighbour_sum = np.array([4.0, 2.0 + 6.0 / 2, 0.0])  # 1/position of the last items
+    np.testing.assert_allclose(column["last_item_neighbour_log"], np.log1p(neighbour_sum))
+    np.testing.assert_allclose(column["neighbour_share"], neighbour_sum / 5.0)  # relative to the request's best
     np.testing.assert_allclose(column["batch_logit_gap"], batch - 1.0)
     assert column["returning"].tolist() == [1.0] * 3  # user_features_v1 holds a row for the user
     np.testing.assert_allclose(column["batch_logit_returning"], batch)
