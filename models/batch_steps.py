@@ -179,6 +179,7 @@ def score_candidates(store, feature_service: str, user_ids: np.ndarray, item_ids
 def step_candidates(ctx: Any, limit: int = 100) -> str:
     """Each user's candidate list as of the run, scored by the batch champion on Feast features, written offline."""
     from models.candidates import (
+        NEIGHBOURS_PER_ITEM,
         candidates_frame,
         covisitation_matrix,
         ease_matrix,
@@ -206,7 +207,8 @@ def step_candidates(ctx: Any, limit: int = 100) -> str:
     popular = pd.DataFrame({"rank": np.arange(1, len(cand.popular) + 1),
                             "item_id": catalog.item_ids[cand.popular].astype(str),
                             "event_timestamp": pd.Series([ts] * len(cand.popular), dtype="datetime64[us, UTC]")})
-    neighbours = item_neighbours_frame(ease_matrix(log.before(as_of), catalog.n_items), catalog, ts)
+    ease = ease_matrix(log.before(as_of), catalog.n_items, top=NEIGHBOURS_PER_ITEM)
+    neighbours = item_neighbours_frame(ease, catalog, ts)
     sequence = sequence_neighbours_frame(sequence_neighbours_matrix(log.before(as_of), catalog.n_items), catalog, ts)
     path = write_offline_tables(frame, popular, neighbours, ctx.as_of, sequence)
     return f"{len(frame):,} users' lists (≤{limit} items, scored by v{champion.version}) -> {path.parent}"

@@ -94,14 +94,15 @@ EASE_L2 = 500.0
 EASE_MAX_ITEMS = 10_000
 
 
-def ease_matrix(log: EventLog, n_items: int, l2: float = EASE_L2, max_items: int = EASE_MAX_ITEMS
-                ) -> sparse.csr_matrix:
+def ease_matrix(log: EventLog, n_items: int, l2: float = EASE_L2, max_items: int = EASE_MAX_ITEMS,
+                top: int | None = None) -> sparse.csr_matrix:
     """EASE item×item weights (Steck, "Embarrassingly Shallow Autoencoders", 2019) of the users' interactions.
 
     B = I − P·diag(1/diag(P)) with P = (XᵀX + l2·I)⁻¹ and X the binary user×item matrix of `log`, so row i
     holds how much having interacted with i says for each other item j (a user's score for j is Σ_i x_i B_ij).
     Only the `max_items` most interacted items take part (ties by lower index); the diagonal is zero and only
-    positive weights are kept, as neighbour lists carry them.
+    positive weights are kept, as neighbour lists carry them — with `top`, only each row's `top` largest, picked
+    from the dense rows (a sparse copy of every positive weight of 10,000 items would take gigabytes).
     """
     if len(log) == 0:
         return sparse.csr_matrix((n_items, n_items))
@@ -120,7 +121,14 @@ def ease_matrix(log: EventLog, n_items: int, l2: float = EASE_L2, max_items: int
     p = np.linalg.inv(p)
     p /= -np.diag(p)[None, :]  # B_ij = −P_ij / P_jj, in place: one dense matrix at a time
     p[np.diag_indices_from(p)] = 0.0
-    rows, cols = np.nonzero(p > 0)
+    if top is not None and top < len(kept) - 1:
+        cols = np.argpartition(-p, top - 1, axis=1)[:, :top] if top > 0 else np.zeros((len(kept), 0), np.int64)
+        rows = np.repeat(np.arange(len(kept)), cols.shape[1])
+        cols = cols.ravel()
+        positive = p[rows, cols] > 0
+        rows, cols = rows[positive], cols[positive]
+    else:
+        rows, cols = np.nonzero(p > 0)
     return sparse.csr_matrix((p[rows, cols], (kept[rows], kept[cols])), shape=(n_items, n_items))
 
 

@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from models.candidates import CandidateConfig, covisitation_matrix, ease_matrix, generate_candidates, popular_items
+from models.candidates import (
+    CandidateConfig,
+    covisitation_matrix,
+    ease_matrix,
+    generate_candidates,
+    item_neighbours_frame,
+    popular_items,
+)
 from models.features import Catalog, encode_events
 from tests.models_data import drifting_log
 
@@ -61,7 +68,6 @@ def test_popular_items_order_and_exclusion():
 def test_neighbour_lists_give_the_covisit_of_the_matrix():
     """Co-visitation with the session's last items from the item_neighbours rows equals the rule over the matrix:
     the sum over the last items of their co-visit with the candidate, weighted 1/position."""
-    from models.candidates import item_neighbours_frame
     from models.online import last_items_scores_from_lists
 
     events, items = drifting_log(n_users=30, n_items=24, days=4, sessions_per_user=4)
@@ -178,6 +184,13 @@ def test_ease_weights_are_the_closed_form_positive_part():
     assert np.allclose(got, np.where(want > 0, want, 0.0))
     assert (got > 0).sum() > catalog.n_items  # the example has real structure to learn
     assert np.all(np.diag(got) == 0)
+    # each row's 3 largest: the same lists item_neighbours_frame writes from the whole matrix
+    top = ease_matrix(log, catalog.n_items, l2=5.0, top=3)
+    assert np.all((top > 0).sum(axis=1) <= 3) and (top > 0).sum() > 0
+    assert top.nnz < (got > 0).sum()
+    ts = pd.Timestamp("2025-01-01", tz="UTC")
+    assert item_neighbours_frame(top, catalog, ts, 3).equals(item_neighbours_frame(sparse.csr_matrix(got), catalog,
+                                                                                   ts, 3))
 
 
 def test_ease_gives_rows_only_to_the_most_interacted_items():
