@@ -5,12 +5,14 @@ per (user_id, item_id, event_timestamp) with `label` (1 = the user interacted, 0
 negative) and numeric feature columns. Which columns are features is the FeatureService's
 business (`feature_columns_from_service`), never a list copied here. Features whose name contains
 "affinity" get a non-decreasing monotone constraint, so more taste for an item's category can
-never lower its score.
+never lower its score; so do the ones the training set names in `frame.attrs["monotone"]` (the
+feature definitions' `monotone` tags: an item's interaction counts), in the direction it gives.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +46,13 @@ class TrainingError(ValueError):
     """A training frame or configuration the ranker cannot use; the message names the problem."""
 
 
-def monotone_constraints(feature_columns: list[str] | tuple[str, ...]) -> tuple[int, ...]:
-    """+1 for category-affinity features (score non-decreasing in them), 0 for the rest."""
-    return tuple(1 if any(m in name for m in MONOTONE_INCREASING_MARKERS) else 0 for name in feature_columns)
+def monotone_constraints(feature_columns: list[str] | tuple[str, ...], directions: Mapping[str, int] | None = None
+                         ) -> tuple[int, ...]:
+    """Per column: its entry in `directions` (+1: the score never falls as it rises, -1: never rises), else +1 for
+    category-affinity features, else 0."""
+    directions = directions or {}
+    return tuple(int(directions[name]) if name in directions else
+                 1 if any(m in name for m in MONOTONE_INCREASING_MARKERS) else 0 for name in feature_columns)
 
 
 def feature_columns_from_service(feature_service: Any, full_feature_names: bool = False) -> list[str]:
@@ -135,13 +141,15 @@ def check_training_frame(frame: pd.DataFrame, feature_columns: list[str]) -> dic
 
 def train_batch_ranker(frame: pd.DataFrame, feature_columns: list[str], params: dict[str, Any] | None = None,
                        num_boost_round: int = DEFAULT_ROUNDS) -> BatchRanker:
-    """Fit XGBoost (binary:logistic) on `frame`; affinity features are monotone non-decreasing."""
+    """Fit XGBoost (binary:logistic) on `frame`; affinity features are monotone non-decreasing, and the features in
+    `frame.attrs["monotone"]` monotone in its direction."""
     feature_columns = list(feature_columns)
     result = check_training_frame(frame, feature_columns)
     if not result["success"]:
         raise TrainingError(f"training frame rejected: {'; '.join(result['failures'])}")
     params = {**DEFAULT_PARAMS, **(params or {})}
-    params["monotone_constraints"] = "(" + ",".join(str(c) for c in monotone_constraints(feature_columns)) + ")"
+    constraints = monotone_constraints(feature_columns, frame.attrs.get("monotone"))
+    params["monotone_constraints"] = "(" + ",".join(str(c) for c in constraints) + ")"
     dtrain = xgb.DMatrix(frame[feature_columns].to_numpy(dtype=np.float32), label=frame["label"].to_numpy(),
                          feature_names=feature_columns)
     booster = xgb.train(params, dtrain, num_boost_round=num_boost_round)

@@ -101,7 +101,12 @@ def training_frame(users: pd.DataFrame, items: pd.DataFrame, user_view: str = "u
 
 
 def train_batch(frame: pd.DataFrame, service, rounds: int = 40) -> tuple[BatchRanker, pd.DataFrame]:
-    """The batch ranker as the batch run trains it, and the prepared frame (derived affinity added)."""
+    """The batch ranker as the batch run trains it, and the prepared frame (derived affinity added); the frame
+    carries the service's monotone directions, as `build_training_set`'s does."""
+    from pipelines.batch.training import monotone_directions
+
+    frame = frame.copy()
+    frame.attrs["monotone"] = monotone_directions(service)
     prepared, columns = prepare_feast_frame(frame, service_columns(service))
     return train_batch_ranker(prepared, columns, num_boost_round=rounds), prepared
 

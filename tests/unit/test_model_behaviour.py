@@ -10,6 +10,7 @@ from models.online import LABEL, ONLINE_FEATURES
 from models.replay_store import ReplayError, stream_examples
 from models.rows import service_columns
 from models.train import TrainingError, check_training_frame, evaluate_ranker, monotone_constraints, train_batch_ranker
+from pipelines.batch.training import monotone_directions
 from tests.models_data import drifting_log
 from tests.serving_models import batch_outputs, item_rows, repo, train_batch, training_frame, user_rows
 
@@ -29,11 +30,60 @@ def trained():
     return ranker, frame, holdout
 
 
-def test_affinity_features_are_constrained_and_nothing_else(trained):
-    ranker, *_ = trained
-    cons = dict(zip(ranker.feature_columns, monotone_constraints(ranker.feature_columns), strict=True))
-    assert cons[CATEGORY_AFFINITY] == 1
-    assert {c for c, v in cons.items() if v} == {c for c in ranker.feature_columns if "affinity" in c}
+ITEM_COUNTS = ("item_features_v1__events_1d", "item_features_v1__events_7d", "item_features_v1__events_30d",
+               "item_features_v1__positives_7d", "item_features_v1__positives_30d",
+               "item_features_v1__purchases_30d", "item_features_v1__events_total",
+               "item_features_v1__purchases_total", "item_features_v1__ratings_total")
+
+
+def test_the_item_counts_are_tagged_monotone_and_no_user_feature_is():
+    service, *_ = repo()
+    directions = monotone_directions(service)
+    assert directions == {**{c: 1 for c in ITEM_COUNTS}, "item_features_v1__popularity_rank_7d": -1}
+
+
+def test_a_monotone_tag_other_than_increasing_or_decreasing_is_refused():
+    from feast import Field
+    from feast.types import Int64
+
+    service, *_ = repo()
+    projection = service.feature_view_projections[0]
+    field = projection.features[0]
+    projection.features[0] = Field(name=field.name, dtype=Int64, tags={"monotone": "up"})
+    try:
+        with pytest.raises(ValueError, match=r"monotone='up', expected one of increasing, decreasing"):
+            monotone_directions(service)
+    finally:
+        projection.features[0] = field
+
+
+def test_affinity_and_the_item_counts_are_constrained_and_nothing_else(trained):
+    ranker, frame, _ = trained
+    cons = dict(zip(ranker.feature_columns, monotone_constraints(ranker.feature_columns, frame.attrs["monotone"]),
+                    strict=True))
+    assert ranker.params["monotone_constraints"] == "(" + ",".join(str(c) for c in cons.values()) + ")"
+    assert cons[CATEGORY_AFFINITY] == 1 and cons["item_features_v1__popularity_rank_7d"] == -1
+    assert {c for c, v in cons.items() if v == 1} == {CATEGORY_AFFINITY, *ITEM_COUNTS}
+    assert not any(v for c, v in cons.items() if c.startswith("user_features_v1__"))
+
+
+def test_more_interactions_for_an_item_never_lower_its_score(trained):
+    ranker, _, holdout = trained
+    rows = holdout.sample(300, random_state=0)
+    before = ranker.predict(rows)
+    popular = "item_features_v1__events_30d"
+    for bump in (1, 10, 100):
+        raised = rows.copy()
+        raised[popular] = raised[popular] + bump
+        assert (ranker.predict(raised) >= before - 1e-9).all()
+        ranked_up = rows.copy()
+        ranked_up["item_features_v1__popularity_rank_7d"] = np.maximum(
+            ranked_up["item_features_v1__popularity_rank_7d"] - bump, 1)
+        assert (ranker.predict(ranked_up) >= before - 1e-9).all()
+    # not vacuous: the fixture's labels follow events_30d, so raising it does lift some scores
+    maxed = rows.copy()
+    maxed[popular] = rows[popular].max() * 10
+    assert (ranker.predict(maxed) > before + 1e-6).any()
 
 
 def test_more_affinity_for_the_items_category_never_lowers_its_score(trained):
