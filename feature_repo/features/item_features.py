@@ -3,8 +3,9 @@
 pipelines/batch/features.py computes these from raw events and items.parquet with Spark;
 every value at `event_timestamp` counts only events strictly before it.
 
-The interaction counts carry the tag `monotone`: the batch ranker's score may only rise with
-them ("increasing") or, for a rank, fall ("decreasing") — pipelines/batch/training.py reads it.
+The interaction counts and the mean rating carry the tag `monotone`: the batch ranker's score may
+only rise with them ("increasing") or, for a rank, fall ("decreasing") — pipelines/batch/training.py
+reads it.
 A ranker free of that learns a jagged function of each count that forecasts the next day and
 ages badly over the weeks a list stays in use.
 """
@@ -37,7 +38,7 @@ item_features_v1 = FeatureView(
         Field(name="purchases_total", dtype=Int64, description="Purchases over the whole history.", tags=MORE),
         Field(name="conversion_rate", dtype=Float64, description="purchases_total / events_total (0 without events)."),
         Field(name="ratings_total", dtype=Int64, description="Ratings over the whole history.", tags=MORE),
-        Field(name="avg_rating", dtype=Float64, description="Mean rating; null without ratings."),
+        Field(name="avg_rating", dtype=Float64, description="Mean rating; null without ratings.", tags=MORE),
         Field(name="popularity_rank_7d", dtype=Int64,
               description="Rank by positives_7d among all items (1 = top).", tags=LESS),
         Field(name="category", dtype=String, description="Catalogue category ('unknown' if not in items.parquet)."),

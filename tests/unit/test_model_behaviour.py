@@ -30,16 +30,17 @@ def trained():
     return ranker, frame, holdout
 
 
-ITEM_COUNTS = ("item_features_v1__events_1d", "item_features_v1__events_7d", "item_features_v1__events_30d",
+MORE_IS_BETTER = ("item_features_v1__events_1d", "item_features_v1__events_7d", "item_features_v1__events_30d",
                "item_features_v1__positives_7d", "item_features_v1__positives_30d",
                "item_features_v1__purchases_30d", "item_features_v1__events_total",
-               "item_features_v1__purchases_total", "item_features_v1__ratings_total")
+               "item_features_v1__purchases_total", "item_features_v1__ratings_total",
+                  "item_features_v1__avg_rating")
 
 
-def test_the_item_counts_are_tagged_monotone_and_no_user_feature_is():
+def test_the_item_counts_and_rating_are_tagged_monotone_and_no_user_feature_is():
     service, *_ = repo()
     directions = monotone_directions(service)
-    assert directions == {**{c: 1 for c in ITEM_COUNTS}, "item_features_v1__popularity_rank_7d": -1}
+    assert directions == {**{c: 1 for c in MORE_IS_BETTER}, "item_features_v1__popularity_rank_7d": -1}
 
 
 def test_a_monotone_tag_other_than_increasing_or_decreasing_is_refused():
@@ -57,13 +58,13 @@ def test_a_monotone_tag_other_than_increasing_or_decreasing_is_refused():
         projection.features[0] = field
 
 
-def test_affinity_and_the_item_counts_are_constrained_and_nothing_else(trained):
+def test_affinity_and_the_tagged_item_features_are_constrained_and_nothing_else(trained):
     ranker, frame, _ = trained
     cons = dict(zip(ranker.feature_columns, monotone_constraints(ranker.feature_columns, frame.attrs["monotone"]),
                     strict=True))
     assert ranker.params["monotone_constraints"] == "(" + ",".join(str(c) for c in cons.values()) + ")"
     assert cons[CATEGORY_AFFINITY] == 1 and cons["item_features_v1__popularity_rank_7d"] == -1
-    assert {c for c, v in cons.items() if v == 1} == {CATEGORY_AFFINITY, *ITEM_COUNTS}
+    assert {c for c, v in cons.items() if v == 1} == {CATEGORY_AFFINITY, *MORE_IS_BETTER}
     assert not any(v for c, v in cons.items() if c.startswith("user_features_v1__"))
 
 
