@@ -309,6 +309,27 @@ def test_feature_checks_on_spark_name_each_defect_and_its_row_count(batch):
     assert failed == PLANTED_FAILURES
 
 
+def test_the_training_set_carries_the_monotone_tags_through_feasts_registry(batch):
+    """The directions come from the applied registry's fields, survive the saved parquet, and bind the ranker."""
+    from models.batch_steps import prepare_feast_frame
+    from models.train import train_batch_ranker
+    from pipelines.batch.training import TRAINING_FEATURE_SERVICE, feature_columns
+
+    ctx = batch["ctx"]
+    directions = ctx.training_set.attrs["monotone"]
+    assert directions["item_features_v1__events_30d"] == 1 and directions["item_features_v1__popularity_rank_7d"] == -1
+    assert not [c for c in directions if c.startswith("user_features_v1__")]
+    saved = pd.read_parquet(ctx.training_set_path)
+    assert saved.attrs["monotone"] == directions
+    store = feast_repo.feature_store(batch["settings"])
+    frame, columns = prepare_feast_frame(saved, feature_columns(store, TRAINING_FEATURE_SERVICE))
+    ranker = train_batch_ranker(frame, columns, num_boost_round=5)
+    constraints = dict(zip(columns, ranker.params["monotone_constraints"].strip("()").split(","), strict=True))
+    assert constraints["item_features_v1__events_30d"] == "1"
+    assert constraints["item_features_v1__popularity_rank_7d"] == "-1"
+    assert constraints["user_features_v1__events_30d"] == "0"
+
+
 def test_candidate_scores_equal_scoring_feasts_joint_retrieval(batch):
     """score_candidates fetches features once per user and per item; the scores must be what scoring Feast's
     point-in-time join of every (user, item) pair gives."""

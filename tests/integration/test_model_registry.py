@@ -205,6 +205,7 @@ def test_train_batch_from_a_saved_feast_training_set(settings, tmp_path):
     root.mkdir(parents=True)
     _feast_shaped_training_set(seed=1).to_parquet(root / "as_of=20250101T000000Z.parquet")
     frame = _feast_shaped_training_set(seed=4)
+    frame.attrs["monotone"] = {"item_features_v1__events_7d": 1}  # what build_training_set hands on
     frame.to_parquet(root / "as_of=20250102T000000Z.parquet")
     path = latest_training_set(tmp_path / "offline")
     assert path.name == "as_of=20250102T000000Z.parquet"
@@ -212,6 +213,7 @@ def test_train_batch_from_a_saved_feast_training_set(settings, tmp_path):
     assert reg.champion and reg.metrics["auc"] > 0.65
     assert ranker.feature_columns == ["user_features_v1__events_7d", "item_features_v1__events_7d",
                                       "item_features_v1__price", CATEGORY_AFFINITY]
+    assert ranker.params["monotone_constraints"] == "(0,1,0,1)"  # the saved set's directions, and the affinity
     # behavioural: more affinity for the item's category never lowers its score
     from models.batch_steps import add_category_affinity
 
