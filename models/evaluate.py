@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,16 @@ import pyarrow as pa
 
 from models.candidates import popularity
 from models.metrics import QueryMetrics, hit_rate_at_k, ndcg_at_k
-from models.online import ONLINE_FEATURES, OnlineTrainer, coefficients, last_items_scores_from_lists
+from models.online import (
+    ONLINE_FEATURES,
+    OnlineTrainer,
+    coefficients,
+    encode_neighbour_lists,
+    last_items_scores_encoded,
+)
 from models.ranking import Ranker, Ranking, blend_top_k, rank, user_view
 from models.registry import ONLINE_MODEL, LoadedModel
 from models.replay_store import BatchOutputs, ReplayError, ReplayStore, encode_dataset, labelled_examples
-from models.rows import neighbour_lists
 
 SYSTEMS: tuple[str, ...] = ("popularity", "batch-only", "stream-only", "hybrid")
 STREAM_SIGNALS: tuple[str, ...] = ("neighbours", "sequence")  # each stream signal alone, in details["stream_signals"]
@@ -180,6 +185,29 @@ def _online_ranker(trainer: OnlineTrainer) -> Ranker | None:
     return Ranker(LoadedModel(ONLINE_MODEL, f"replay-{trainer.updates}", "", trainer.model, list(ONLINE_FEATURES)))
 
 
+@dataclass(frozen=True)
+class FrozenInputsRanker(Ranker):
+    """The batch champion, remembering its score of every input row it has seen: the replay freezes the batch
+    rows after T, so the same (user, candidate) row comes back query after query, and each new user's is the
+    default profile's. A remembered score is the model's own for that exact row (XGBoost scores each row on
+    its own), so the tables do not change; the replay only stops asking for it again."""
+
+    memo: dict[bytes, float] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, ranker: Ranker | None) -> Ranker | None:
+        return None if ranker is None else cls(ranker.loaded)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x)
+        keys = [row.tobytes() for row in x]
+        memo = self.memo
+        new = [i for i, key in enumerate(keys) if key not in memo]
+        if new:
+            memo.update(zip((keys[i] for i in new), super().score(x[new]).tolist(), strict=True))
+        return np.fromiter((memo[key] for key in keys), dtype=np.float64, count=len(keys))
+
+
 class Systems:
     """Each system's top-k for one query, over one ReplayStore."""
 
@@ -188,22 +216,22 @@ class Systems:
         self.popular_order = popular_order
         self.all_items = list(store.outputs.item_ids)
         self.item_array = np.asarray(self.all_items, dtype=object)
+        cols = store.outputs.items
+        self.encoded = {"neighbours": encode_neighbour_lists(cols.neighbours, cols.neighbour_scores, self.all_items),
+                        "sequence": encode_neighbour_lists(cols.sequence, cols.sequence_scores, self.all_items)}
 
     def stream_only(self, user_id: str, seen: set[str], signal: str = "neighbours") -> list[str]:
         """A stream signal of every item with the user's last items (newer weigh more) plus the normalized trend:
         item neighbours (item_neighbours_v1, the stream-only row) or sequence neighbours
         (item_sequence_neighbours_v1, `details["stream_signals"]`)."""
-        store, cols = self.store, self.store.outputs.items
-        ids, scores = (cols.neighbours, cols.neighbour_scores) if signal == "neighbours" else \
-            (cols.sequence, cols.sequence_scores)
+        store = self.store
         trend = np.nan_to_num(store.trend, nan=0.0)
         top = trend.max() if len(trend) else 0.0
         score = self.config.trend_weight * (trend / top if top > 0 else trend)
         session = store.sessions.get(user_id)
         last = [str(i) for i in (session or {}).get("last_item_ids") or ()]
         if last:
-            score = score + last_items_scores_from_lists(
-                last, self.all_items, neighbour_lists(last, ids, scores))
+            score = score + last_items_scores_encoded(last, len(self.all_items), self.encoded[signal])
         order = self.item_array[np.argsort(-score, kind="stable")]
         return _first_unseen(order, seen, self.config.k)
 
@@ -264,7 +292,8 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
     item_ids = catalog.item_ids.astype(str)
     user_ids = log.user_ids.astype(str)
     category = {str(i): catalog.category_names[c] for i, c in zip(item_ids, catalog.item_category, strict=True)}
-    store = ReplayStore(outputs, category)
+    frozen = replace(outputs, batch=FrozenInputsRanker.of(outputs.batch))
+    store = ReplayStore(frozen, category)
     pop = popularity(log, catalog.n_items, split)
     systems = Systems(store, item_ids[np.argsort(-pop, kind="stable")], config)
     rng = np.random.default_rng(config.seed)
@@ -302,7 +331,7 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
                 m.add(item, [r.item_id for r in blend_top_k(hybrid.candidate_ids, hybrid.batch_logit,
                                                             hybrid.online_logit, w, config.k)])
             frame = None if online_model is not None else labelled_examples(
-                item, hybrid.candidate_ids, store.values(user), store.live_items(), outputs.batch, now,
+                item, hybrid.candidate_ids, store.values(user), store.live_items(), frozen.batch, now,
                 config.negatives, rng)
             if frame is not None:
                 trainer.add(frame)

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import sparse
 
 from models.candidates import (
@@ -82,6 +84,27 @@ def test_neighbour_lists_give_the_covisit_of_the_matrix():
     by_lists = last_items_scores_from_lists([str(catalog.item_ids[i]) for i in last],
                                             [str(i) for i in catalog.item_ids], lists)
     assert np.allclose(by_matrix, by_lists) and by_matrix.any()
+
+
+
+_ids = st.sampled_from([f"i{n}" for n in range(12)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.dictionaries(_ids, st.tuples(st.lists(_ids, max_size=8),
+                                            st.lists(st.floats(-1e6, 1e6), max_size=8))),
+       last=st.lists(_ids, max_size=6), catalogue=st.lists(_ids, unique=True, max_size=10))
+def test_encoded_neighbour_scores_equal_the_lists(rows, last, catalogue):
+    """The evaluation's whole-catalogue scoring gives exactly serving's sums, whatever the rows hold: neighbours
+    outside the catalogue, fewer scores than ids, repeated ids, last items without a row."""
+    from models.online import encode_neighbour_lists, last_items_scores_encoded, last_items_scores_from_lists
+
+    ids = {item: tuple(pair[0]) for item, pair in rows.items()}
+    scores = {item: tuple(pair[1]) for item, pair in rows.items()}
+    by_lists = last_items_scores_from_lists(last, catalogue, {i: (list(ids[i]), list(scores[i])) for i in last
+                                                              if i in ids})
+    encoded = encode_neighbour_lists(ids, scores, catalogue)
+    assert np.array_equal(last_items_scores_encoded(last, len(catalogue), encoded), by_lists)
 
 
 def _brute_force(log, catalog, as_of, config):

@@ -12,6 +12,7 @@ from models.evaluate import (
     SYSTEMS,
     EvaluationConfig,
     EvaluationError,
+    FrozenInputsRanker,
     ReplayStore,
     choose_online_weight,
     replay,
@@ -61,6 +62,24 @@ def test_the_weight_sweep_ranks_the_hybrids_own_candidates(result):
     best = choose_online_weight(result)
     assert sweep[str(best)] == max(sweep.values())
 
+
+
+def test_the_replay_remembers_batch_scores_without_changing_them(world):
+    """The frozen batch rows' scores, remembered per row, are the champion's own: repeated rows, rows first seen
+    in a later call and a row that differs in one feature all score as the model scores them."""
+    _, _, outputs = world
+    width = len(outputs.batch.feature_columns)
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(12, width)).astype(np.float32)
+    rows[2, :] = np.nan
+    frozen = FrozenInputsRanker.of(outputs.batch)
+    first = rows[[0, 1, 2, 0, 2, 3]]
+    assert np.array_equal(frozen.score(first), outputs.batch.score(first))
+    assert len(frozen.memo) == 4
+    later = np.vstack([rows[[3, 4, 0]], rows[[4]] + np.eye(1, width, 0, dtype=np.float32)])
+    assert np.array_equal(frozen.score(later), outputs.batch.score(later))
+    assert len(frozen.memo) == 6
+    assert FrozenInputsRanker.of(None) is None
 
 def test_a_replay_needs_an_online_weight(world):
     events, items, outputs = world
