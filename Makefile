@@ -46,7 +46,7 @@ demo: services
 
 # the suite starts and stops services of its own (tests/conftest.py: .tandem/test, other ports)
 test: install system-deps
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=25
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -q

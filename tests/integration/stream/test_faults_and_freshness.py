@@ -73,11 +73,22 @@ def test_click_visible_in_feast_within_a_second(stream_settings, feature_store):
     prefix = f"fr{uuid.uuid4().hex[:6]}"
     user = f"{prefix}-u"
     with InProcessProcessor(stream_settings, catalog={}) as processor, EventProducer(stream_settings) as producer:
-        deadline = time.monotonic() + 60
-        while len(processor.partitions) < stream_settings.kafka_partitions:  # joined the group
-            assert time.monotonic() < deadline, "processor never got its partitions"
+        # the promise is for a processor at work: wait until one click has gone all the way through (a join, and
+        # a rebalance right after it that has to be waited out, are not part of the freshness being measured)
+        warm = f"{prefix}-warm"
+        producer.send(Event(event_id=f"{prefix}-0", user_id=warm, item_id=f"{prefix}-w", event_type="click",
+                            ts=datetime.now(UTC)))
+        producer.flush()
+        deadline = time.monotonic() + 90
+        while not online_features(feature_store, "user_session_v1", "user_id", [warm])[warm]["last_item_ids"]:
+            assert time.monotonic() < deadline, "the processor applied no click in 90 s"
             time.sleep(0.1)
-        time.sleep(0.5)
+        steady_since = time.monotonic()
+        while time.monotonic() - steady_since < 2.0:  # and has held every partition for 2 s
+            if len(processor.partitions) < stream_settings.kafka_partitions:
+                steady_since = time.monotonic()
+            assert time.monotonic() < deadline, "the processor did not keep its partitions for 2 s in 90 s"
+            time.sleep(0.05)
         for n, item in enumerate((f"{prefix}-a", f"{prefix}-b"), start=1):
             click = Event(event_id=f"{prefix}-{n}", user_id=user, item_id=item, event_type="click",
                           ts=datetime.now(UTC))
