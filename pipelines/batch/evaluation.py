@@ -18,10 +18,8 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,10 +78,8 @@ def _workspace_environment(workspace: Path) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def run_batch_path(dataset_dir: Path, as_of: datetime, workspace: Path, log: Callable[[str], None] = print,
-                   started: Callable[[subprocess.Popen], None] | None = None) -> None:
-    """`tandem batch run --as-of T --no-materialize` on the dataset, writing only into a fresh `workspace`;
-    `started` is handed the subprocess (to stop it from another thread)."""
+def run_batch_path(dataset_dir: Path, as_of: datetime, workspace: Path, log: Callable[[str], None] = print) -> None:
+    """`tandem batch run --as-of T --no-materialize` on the dataset, writing only into a fresh `workspace`."""
     shutil.rmtree(workspace, ignore_errors=True)
     workspace.mkdir(parents=True)
     env = {**os.environ, **workspace_env(workspace), "TANDEM_DATA": str(Path(dataset_dir).resolve())}
@@ -92,8 +88,6 @@ def run_batch_path(dataset_dir: Path, as_of: datetime, workspace: Path, log: Cal
     # MLflow keeps artifacts beside the working directory of a SQLite tracking store: the workspace's
     proc = subprocess.Popen(cmd, cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1)
-    if started is not None:
-        started(proc)
     tail: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -140,8 +134,7 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
                      validation_always: bool = False) -> EvaluationResult:
     """The whole protocol on a dataset directory: T, then — unless the config fixes it — the hybrid's online weight
     chosen on the validation split (the batch run as of T_val, the 80th percentile of the history, replaying
-    [T_val, T)), then the batch run as of T and the replay after T with that weight. The batch run as of T
-    starts once the validation's batch run is done and runs beside the validation replay.
+    [T_val, T)), then the batch run as of T and the replay after T with that weight.
 
     `validation_always`: replay the validation split even when the config fixes the weight, for the online model
     it learns there (`result.validation.online_model`, what `--through-stack` freezes)."""
@@ -151,39 +144,31 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
     meta = read_metadata(dataset_dir)
     events, items, epoch = _read_timed(dataset_dir)
     split = split_time(epoch, config.split_quantile)
-    validation, aside = None, None
-    with contextlib.ExitStack() as cleanup:
-        if config.online_weight is None or validation_always:
-            history = epoch < split
-            val_split = split_time(epoch[history], config.split_quantile)
-            sweep = ONLINE_WEIGHTS if config.online_weight is None else ()
-            log(f"validation: batch path as of T_val = {iso_time(val_split)}, replay [T_val, T)"
-                + (f" with online weights {', '.join(f'{w:g}' for w in sweep)}" if sweep else
-                   f" with the given online weight {config.online_weight:g}"))
-            outputs = _batch_path(settings, dataset_dir, val_split, log)
-            aside = _BatchPathAside(settings, dataset_dir, split)
-            cleanup.callback(aside.stop)  # a failure before it is collected stops it; after, a no-op
-            validation = replay(events[history], items, outputs,
-                                replace(config, online_weight=ONLINE_WEIGHTS[0] if sweep else config.online_weight),
-                                progress, online_weights=sweep)
-        if config.online_weight is None:
-            chosen = choose_online_weight(validation)
-            choices = {"online_weight": chosen,
-                       "chosen_on": "validation: batch run as of T_val, replay of [T_val, T)",
-                       "T_val": iso_time(val_split), "validation_queries": validation.details["queries"],
-                       "ndcg_by_online_weight": validation.details["online_weight_sweep"],
-                       "validation_table": validation.as_json()["rows"]}
-            log(f"validation chose online weight {chosen:g} (NDCG@{config.k} by weight: "
-                + ", ".join(f"{w}: {v:.4f}" for w, v in choices["ndcg_by_online_weight"].items()) + ")")
-            config = replace(config, online_weight=chosen)
-        else:
-            choices = {"online_weight": config.online_weight, "chosen_on": "given, not tuned"}
-        if aside is not None:
-            log(f"test: batch path as of T = {iso_time(split)} (run beside the validation replay), replay after T")
-            outputs = aside.collect(log)
-        else:
-            log(f"test: batch path as of T = {iso_time(split)}, replay after T")
-            outputs = _batch_path(settings, dataset_dir, split, log)
+    validation = None
+    if config.online_weight is None or validation_always:
+        history = epoch < split
+        val_split = split_time(epoch[history], config.split_quantile)
+        sweep = ONLINE_WEIGHTS if config.online_weight is None else ()
+        log(f"validation: batch path as of T_val = {iso_time(val_split)}, replay [T_val, T)"
+            + (f" with online weights {', '.join(f'{w:g}' for w in sweep)}" if sweep else
+               f" with the given online weight {config.online_weight:g}"))
+        outputs = _batch_path(settings, dataset_dir, val_split, log)
+        validation = replay(events[history], items, outputs,
+                            replace(config, online_weight=ONLINE_WEIGHTS[0] if sweep else config.online_weight),
+                            progress, online_weights=sweep)
+    if config.online_weight is None:
+        chosen = choose_online_weight(validation)
+        choices = {"online_weight": chosen, "chosen_on": "validation: batch run as of T_val, replay of [T_val, T)",
+                   "T_val": iso_time(val_split), "validation_queries": validation.details["queries"],
+                   "ndcg_by_online_weight": validation.details["online_weight_sweep"],
+                   "validation_table": validation.as_json()["rows"]}
+        log(f"validation chose online weight {chosen:g} (NDCG@{config.k} by weight: "
+            + ", ".join(f"{w}: {v:.4f}" for w, v in choices["ndcg_by_online_weight"].items()) + ")")
+        config = replace(config, online_weight=chosen)
+    else:
+        choices = {"online_weight": config.online_weight, "chosen_on": "given, not tuned"}
+    log(f"test: batch path as of T = {iso_time(split)}, replay after T")
+    outputs = _batch_path(settings, dataset_dir, split, log)
     result = replay(events, items, outputs, config, progress)
     result.details["choices"] = choices
     result.details["dataset"] = {"path": str(dataset_dir), "source": meta.get("source"), "seed": meta.get("seed")}
@@ -191,54 +176,14 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
     return result
 
 
-def _batch_path(settings: Settings, dataset_dir: Path, split: float, log: Callable[[str], None],
-                started: Callable[[subprocess.Popen], None] | None = None) -> BatchOutputs:
+def _batch_path(settings: Settings, dataset_dir: Path, split: float, log: Callable[[str], None]) -> BatchOutputs:
     as_of = datetime.fromtimestamp(split, tz=UTC)
     workspace = workspace_for(settings, dataset_dir, as_of)
-    began = time.perf_counter()
-    run_batch_path(dataset_dir, as_of, workspace, log, started)
+    started = time.perf_counter()
+    run_batch_path(dataset_dir, as_of, workspace, log)
     outputs = read_batch_outputs(workspace, as_of)
-    outputs.run["seconds"] = round(time.perf_counter() - began, 1)
+    outputs.run["seconds"] = round(time.perf_counter() - started, 1)
     return outputs
-
-
-class _BatchPathAside:
-    """The test split's batch run, started while the validation split replays: it needs nothing the validation
-    learns, the replay keeps one core busy in this process and the run's Spark the other. Its lines are held
-    back and logged when it is collected, so they do not cut through the replay's progress."""
-
-    def __init__(self, settings: Settings, dataset_dir: Path, split: float):
-        self._lines: list[str] = []
-        self._proc: subprocess.Popen | None = None
-        self._stopped = threading.Event()
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate-batch-run")
-        self._future = self._pool.submit(_batch_path, settings, dataset_dir, split, self._lines.append,
-                                         self._started)
-
-    def _started(self, proc: subprocess.Popen) -> None:
-        with self._lock:
-            self._proc = proc
-            if self._stopped.is_set():
-                proc.terminate()
-
-    def collect(self, log: Callable[[str], None]) -> BatchOutputs:
-        """Wait for the run, log its lines, return its outputs (or raise its error)."""
-        try:
-            self._future.result()
-        finally:
-            for line in self._lines:
-                log(line)
-            self._pool.shutdown()
-        return self._future.result()
-
-    def stop(self) -> None:
-        """Stop the run (the validation failed: its result would not be used)."""
-        with self._lock:
-            self._stopped.set()
-            if self._proc is not None and self._proc.poll() is None:
-                self._proc.terminate()
-        self._pool.shutdown(cancel_futures=True)
 
 
 def online_training_examples(settings: Settings, dataset_dir: Path, window_fraction: float = 0.2,

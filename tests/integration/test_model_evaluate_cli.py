@@ -34,11 +34,7 @@ def test_evaluate_prints_the_four_rows_and_writes_the_reports(small_dataset, tmp
     for name in ("popularity", "batch-only", "stream-only", "hybrid"):
         assert name in result.stdout
     assert "in-process replay" in result.stdout
-    out = " ".join(result.stdout.split())
-    assert "validation: batch run as of T_val" in out  # the weight was chosen there
-    # the test split's batch run ran beside the validation replay; its lines come whole after the choice
-    assert "run beside the validation replay" in out and out.count("batch run done in") == 2
-    assert out.index("validation chose online weight") < out.rindex("[1/6] validate") < out.rindex("batch run done")
+    assert "validation: batch run as of T_val" in " ".join(result.stdout.split())  # the weight was chosen there
     rows = {r["name"]: r for r in json.loads((tmp_path / "table.json").read_text())["rows"]}
     assert list(rows) == ["popularity", "batch-only", "stream-only", "hybrid"]
     assert rows["hybrid"]["ndcg@10"] > rows["batch-only"]["ndcg@10"]
