@@ -190,22 +190,28 @@ class FrozenInputsRanker(Ranker):
     """The batch champion, remembering its score of every input row it has seen: the replay freezes the batch
     rows after T, so the same (user, candidate) row comes back query after query, and each new user's is the
     default profile's. A remembered score is the model's own for that exact row (XGBoost scores each row on
-    its own), so the tables do not change; the replay only stops asking for it again."""
+    its own), so the tables do not change; the replay only stops asking for it again. At most `max_rows` rows
+    are remembered (a few hundred bytes each); rows beyond are scored every time."""
 
+    max_rows: int = 1_000_000
     memo: dict[bytes, float] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def of(cls, ranker: Ranker | None) -> Ranker | None:
-        return None if ranker is None else cls(ranker.loaded)
+    def of(cls, ranker: Ranker | None, max_rows: int = 1_000_000) -> Ranker | None:
+        return None if ranker is None else cls(ranker.loaded, max_rows=max_rows)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x)
         keys = [row.tobytes() for row in x]
         memo = self.memo
         new = [i for i, key in enumerate(keys) if key not in memo]
-        if new:
-            memo.update(zip((keys[i] for i in new), super().score(x[new]).tolist(), strict=True))
-        return np.fromiter((memo[key] for key in keys), dtype=np.float64, count=len(keys))
+        if not new:
+            return np.fromiter((memo[key] for key in keys), dtype=np.float64, count=len(keys))
+        scored = dict(zip((keys[i] for i in new), super().score(x[new]).tolist(), strict=True))
+        if len(memo) + len(scored) <= self.max_rows:
+            memo.update(scored)
+        return np.fromiter((memo[key] if key in memo else scored[key] for key in keys), dtype=np.float64,
+                           count=len(keys))
 
 
 class Systems:
