@@ -197,17 +197,15 @@ class FrozenInputsRanker(Ranker):
     memo: dict[bytes, float] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def of(cls, ranker: Ranker | None, max_rows: int = 1_000_000) -> Ranker | None:
-        return None if ranker is None else cls(ranker.loaded, max_rows=max_rows)
+    def of(cls, ranker: Ranker | None) -> Ranker | None:
+        return None if ranker is None else cls(ranker.loaded)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x)
         keys = [row.tobytes() for row in x]
         memo = self.memo
         new = [i for i, key in enumerate(keys) if key not in memo]
-        if not new:
-            return np.fromiter((memo[key] for key in keys), dtype=np.float64, count=len(keys))
-        scored = dict(zip((keys[i] for i in new), super().score(x[new]).tolist(), strict=True))
+        scored = dict(zip((keys[i] for i in new), super().score(x[new]).tolist(), strict=True)) if new else {}
         if len(memo) + len(scored) <= self.max_rows:
             memo.update(scored)
         return np.fromiter((memo[key] if key in memo else scored[key] for key in keys), dtype=np.float64,

@@ -80,7 +80,7 @@ def test_the_replay_remembers_batch_scores_without_changing_them(world):
     assert np.array_equal(frozen.score(later), outputs.batch.score(later))
     assert len(frozen.memo) == 6
     assert FrozenInputsRanker.of(None) is None
-    full = FrozenInputsRanker.of(outputs.batch, max_rows=3)  # past its bound it scores without remembering
+    full = FrozenInputsRanker(outputs.batch.loaded, max_rows=3)  # past its bound it scores without remembering
     assert np.array_equal(full.score(rows[:2]), outputs.batch.score(rows[:2])) and len(full.memo) == 2
     assert np.array_equal(full.score(rows[1:6]), outputs.batch.score(rows[1:6])) and len(full.memo) == 2
     assert np.array_equal(full.score(rows[[0, 1]]), outputs.batch.score(rows[[0, 1]]))
