@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -459,6 +460,11 @@ def test_feedback_during_a_kafka_outage_is_503_fast_and_never_produced(settings,
     try:
         with _serve(tmp_path / "serve.log", TANDEM_KAFKA_BOOTSTRAP=own.kafka_bootstrap) as server:
             assert wait_until(lambda: server.call("POST", "/feedback", _event())[0] == 202, timeout=30)
+            before = []
+            for _ in range(30):
+                started = time.monotonic()
+                assert server.call("POST", "/recommend", {"user_id": "u0007", "k": 10})[0] == 200
+                before.append(time.monotonic() - started)
             broker.down(hard=True)  # kill -9
             latencies: list[float] = []
             stop = False
@@ -485,12 +491,16 @@ def test_feedback_during_a_kafka_outage_is_503_fast_and_never_produced(settings,
             statuses = sorted({s for _, s, _ in answers})
             slowest = max(t for *_, t in answers)
             latencies.sort()
-            p99 = latencies[int(len(latencies) * 0.99) - 1] if len(latencies) >= 100 else latencies[-1]
-            print(f"outage: 40 /feedback answered {statuses}, slowest {slowest:.2f} s; "
-                  f"{len(latencies)} /recommend meanwhile, p99 {p99 * 1000:.0f} ms")
+            usual, meanwhile = statistics.median(before), statistics.median(latencies)
+            print(f"outage: 40 /feedback answered {statuses}, slowest {slowest:.2f} s; {len(latencies)} /recommend "
+                  f"meanwhile, median {meanwhile * 1000:.0f} ms (before the outage {usual * 1000:.0f} ms), "
+                  f"slowest {latencies[-1] * 1000:.0f} ms")
             assert statuses == [503], answers
             assert slowest <= 2.0, answers
-            assert p99 < 0.1, latencies[-10:]
+            # /recommend never waits on Kafka: no answer came near the 2 s a /feedback may take, and the usual
+            # one stayed as quick as before the outage (up to what 41 client threads on the same cores cost)
+            assert latencies[-1] < 1.0, latencies[-10:]
+            assert meanwhile < 3 * usual + 0.05, (meanwhile, usual)
             broker.up()
             assert wait_until(lambda: server.call("POST", "/feedback", _event())[0] == 202, timeout=60), \
                 "/feedback did not recover after Kafka came back"
