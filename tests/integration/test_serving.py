@@ -460,21 +460,21 @@ def test_feedback_during_a_kafka_outage_is_503_fast_and_never_produced(settings,
     try:
         with _serve(tmp_path / "serve.log", TANDEM_KAFKA_BOOTSTRAP=own.kafka_bootstrap) as server:
             assert wait_until(lambda: server.call("POST", "/feedback", _event())[0] == 202, timeout=30)
-            before = []
-            for _ in range(30):
+
+            def timed_recommend() -> float:
                 started = time.monotonic()
-                assert server.call("POST", "/recommend", {"user_id": "u0007", "k": 10})[0] == 200
-                before.append(time.monotonic() - started)
+                status, _ = server.call("POST", "/recommend", {"user_id": "u0007", "k": 10})
+                assert status == 200
+                return time.monotonic() - started
+
+            before = [timed_recommend() for _ in range(30)]
             broker.down(hard=True)  # kill -9
             latencies: list[float] = []
             stop = False
 
             def recommend_meanwhile() -> None:
                 while not stop:
-                    started = time.monotonic()
-                    status, _ = server.call("POST", "/recommend", {"user_id": "u0007", "k": 10})
-                    assert status == 200
-                    latencies.append(time.monotonic() - started)
+                    latencies.append(timed_recommend())
 
             def feedback(n: int) -> tuple[str, int, float]:
                 event = _event(event_id=f"outage-{n}-{uuid.uuid4().hex[:8]}")
