@@ -23,8 +23,10 @@ Systems compared in one run:
   trending values, both models blended with the hybrid variant's online weight.
 
 "In-process" means the same functions serving and the stream processor run, without Kafka, Redis
-or HTTP in between. The online model starts untrained at T and learns from the replay as the
-stream sink would (prequential: each query is answered before its interaction is learned from).
+or HTTP in between. The online model learns from the replay as the stream sink would (prequential: each query
+is answered before its interaction is learned from). After T it starts from the model the validation replay
+learned on [T_val, T), as the stream's online ranker carries on across a batch run (`online_start`); the
+validation replay, with no stream before it, starts untrained.
 
 `tandem evaluate --through-stack` checks that claim (tandem/through_stack.py): it asks the real stack
 the first queries after T and compares its lists with this replay's. For that the replay takes a frozen
@@ -35,6 +37,7 @@ was asked, what the hybrid answered, the event to reveal next).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -54,6 +57,7 @@ from models.online import (
     OnlineTrainer,
     coefficients,
     encode_neighbour_lists,
+    is_fitted,
     last_items_scores_encoded,
 )
 from models.ranking import Ranker, Ranking, blend_top_k, rank, user_view
@@ -180,7 +184,7 @@ def _first_unseen(ordered: np.ndarray, seen: set[str], k: int) -> list[str]:
 
 def _online_ranker(trainer: OnlineTrainer) -> Ranker | None:
     """The online model as the replay has trained it so far, scored the way serving scores a champion."""
-    if not trainer.updates:
+    if not is_fitted(trainer.model):
         return None
     return Ranker(LoadedModel(ONLINE_MODEL, f"replay-{trainer.updates}", "", trainer.model, list(ONLINE_FEATURES)))
 
@@ -273,14 +277,15 @@ def split_time(ts: np.ndarray, quantile: float) -> float:
 def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outputs: BatchOutputs,
            config: EvaluationConfig | None = None, progress: Progress | None = None,
            online_weights: tuple[float, ...] = (), online_model: Ranker | None = None,
-           max_queries: int | None = None, on_query: Callable[[ReplayedQuery], None] | None = None
-           ) -> EvaluationResult:
+           max_queries: int | None = None, on_query: Callable[[ReplayedQuery], None] | None = None,
+           online_start: Any = None) -> EvaluationResult:
     """Replay the events at or after `outputs.as_of` (T) against the batch run's outputs; return the table.
 
     `online_weights`: the hybrid is also ranked with each of these blend weights, on the same candidates and
     model scores (`details["online_weight_sweep"]`: NDCG@k per weight) — how the validation replay chooses.
     `online_model`: a frozen online model scoring every query (none is trained); `max_queries`: replay only the
-    first that many events after T; `on_query`: called with each query once it is answered.
+    first that many events after T; `on_query`: called with each query once it is answered; `online_start`: the
+    online model to go on learning from (a copy is trained; None: an untrained one).
     """
     config = config or EvaluationConfig()
     if config.online_weight is None:
@@ -305,7 +310,8 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
     for j in range(replay_start):
         seen.setdefault(user_ids[log.user[j]], set()).add(item_ids[log.item[j]])
 
-    trainer = OnlineTrainer(update_every=config.online_update_every)
+    start = {} if online_start is None else {"model": copy.deepcopy(online_start)}
+    trainer = OnlineTrainer(update_every=config.online_update_every, **start)
     metrics = {name: QueryMetrics(name) for name in SYSTEMS}
     sweep = {w: QueryMetrics(f"hybrid@{w}") for w in online_weights}
     signals = {name: QueryMetrics(name) for name in STREAM_SIGNALS}
@@ -364,6 +370,7 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
         "users": int(log.n_users), "items": int(catalog.n_items),
         "online_updates": {"during_replay": trainer.updates, "examples": trainer.examples_seen,
                            "every": config.online_update_every,
+                           "started": "untrained" if online_start is None else "from the given online model",
                            **({"frozen": f"{online_model.name} v{online_model.version}"} if online_model else {})},
         "online_coefficients": coefficients(online_model.loaded.model if online_model else trainer.model),
         "online_weight": config.online_weight,
@@ -375,7 +382,7 @@ def replay(events: pd.DataFrame | pa.Table, items: pd.DataFrame | pa.Table, outp
         "by_user": by_user_group(known[log.user[replay_start:replay_end]], ranks, config.k),
     }
     return EvaluationResult(rows, config.k, MODE, details,
-                            online_model=trainer.model if trainer.updates else None, outputs=outputs)
+                            online_model=trainer.model if is_fitted(trainer.model) else None, outputs=outputs)
 
 
 def by_user_group(returning: np.ndarray, ranks: dict[str, list[int]], k: int) -> dict[str, dict[str, Any]]:

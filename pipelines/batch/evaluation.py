@@ -169,7 +169,9 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
         choices = {"online_weight": config.online_weight, "chosen_on": "given, not tuned"}
     log(f"test: batch path as of T = {iso_time(split)}, replay after T")
     outputs = _batch_path(settings, dataset_dir, split, log)
-    result = replay(events, items, outputs, config, progress)
+    # the stream's online ranker runs on across the batch run: after T it goes on from what [T_val, T) taught it
+    result = replay(events, items, outputs, config, progress,
+                    online_start=validation.online_model if validation is not None else None)
     result.details["choices"] = choices
     result.details["dataset"] = {"path": str(dataset_dir), "source": meta.get("source"), "seed": meta.get("seed")}
     result.validation = validation

@@ -2,6 +2,7 @@
 rows, and recency pays off. (The batch run itself, Spark and MLflow included: tests/integration.)"""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from models.evaluate import (
     split_time,
     write_report,
 )
+from models.online import coefficients
 from pipelines.stream.session_features import features_from_log
 from tandem.schema import Event
 from tests.models_data import drifting_log
@@ -89,6 +91,24 @@ def test_a_replay_needs_an_online_weight(world):
     events, items, outputs = world
     with pytest.raises(EvaluationError, match="validation split"):
         replay(events, items, outputs, EvaluationConfig())
+
+
+def test_the_online_model_goes_on_from_the_one_it_is_given(world, result):
+    """After T the replay starts from the validation replay's online model, as the stream's carries on: every query
+    is ranked with it from the first, and it learns on in a copy."""
+    events, items, outputs = world
+    start = result.online_model
+    before = coefficients(start)
+    config = EvaluationConfig(online_update_every=10**9, online_weight=1.0)  # no step in this short replay
+    cold = replay(events, items, outputs, config, online_weights=(0.0, 1.0))
+    warm = replay(events, items, outputs, config, online_weights=(0.0, 1.0), online_start=start)
+    assert cold.online_model is None and cold.details["online_updates"]["started"] == "untrained"
+    assert warm.details["online_updates"]["during_replay"] == 0
+    assert warm.online_model is not start and coefficients(warm.online_model) == before
+    assert warm.details["online_weight_sweep"]["1.0"] != cold.details["online_weight_sweep"]["1.0"]
+    stepped = replay(events, items, outputs, replace(config, online_update_every=200), online_start=start)
+    assert stepped.details["online_updates"]["during_replay"] > 0
+    assert coefficients(stepped.online_model) != before and coefficients(start) == before
 
 
 def test_per_day_quality_adds_up_to_the_table(result):
