@@ -247,7 +247,10 @@ def evaluate(
     k: Annotated[int, typer.Option(min=1, help="List length (the protocol's default is 10).")] = 10,
     online_weight: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="The hybrid's blend weight. "
                                                         "Default: chosen on the validation split (a second batch "
-                                                        "run as of T_val, the history's 80th percentile).")] = None,
+                                                        "run as of T_val, the history's 80th percentile, whose "
+                                                        "replay also trains the online model the test replay "
+                                                        "starts from; given, the online model starts untrained "
+                                                        "unless --through-stack runs that replay).")] = None,
     through_stack: Annotated[bool, typer.Option("--through-stack", help="Also ask the real stack the first "
                                                 "--max-queries queries after T — Kafka → `tandem stream run` → "
                                                 "Redis → POST /recommend on `tandem serve`, in a Redis DB, topic, "
