@@ -134,7 +134,8 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
                      validation_always: bool = False) -> EvaluationResult:
     """The whole protocol on a dataset directory: T, then — unless the config fixes it — the hybrid's online weight
     chosen on the validation split (the batch run as of T_val, the 80th percentile of the history, replaying
-    [T_val, T)), then the batch run as of T and the replay after T with that weight.
+    [T_val, T)), then the batch run as of T and the replay after T with that weight, its online model going on
+    from the one the validation replay learned (untrained when there was no validation replay).
 
     `validation_always`: replay the validation split even when the config fixes the weight, for the online model
     it learns there (`result.validation.online_model`, what `--through-stack` freezes)."""
@@ -169,7 +170,6 @@ def evaluate_dataset(settings: Settings, dataset_dir: Path, config: EvaluationCo
         choices = {"online_weight": config.online_weight, "chosen_on": "given, not tuned"}
     log(f"test: batch path as of T = {iso_time(split)}, replay after T")
     outputs = _batch_path(settings, dataset_dir, split, log)
-    # the stream's online ranker runs on across the batch run: after T it goes on from what [T_val, T) taught it
     result = replay(events, items, outputs, config, progress,
                     online_start=validation.online_model if validation is not None else None)
     result.details["choices"] = choices
